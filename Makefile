@@ -1,0 +1,44 @@
+# detkit: two commands for a fresh machine.
+#   make quickstart   the main job on the embedded default
+#   make test         the test suite
+# Both create .venv when missing, install requirements.txt and detkit, and build the extension detkit._C.
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.detkit-installed
+EXT_SOURCES := $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/*.cpp csrc/cuda/*.cu)
+
+.PHONY: install ext test test-fast quickstart cuda-check bench clean
+
+install: $(STAMP) ext
+
+$(STAMP): requirements.txt setup.py
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	DETKIT_NO_EXT=1 $(PY) -m pip install -q --disable-pip-version-check --no-build-isolation --no-deps -e .
+	touch $@
+
+# in-place build of detkit/_C*.so, redone when a C++/CUDA source changes
+ext: $(STAMP) detkit/.ext-built
+
+detkit/.ext-built: $(EXT_SOURCES) setup.py compile.sh
+	PYTHON=$(PY) bash compile.sh
+	touch $@
+
+test: install
+	$(PY) -m pytest -x -q tests
+
+quickstart: install
+	$(PY) tools/nms_example.py
+	$(PY) benchmarks/bench_nms.py --quick
+
+# Compile and link the CUDA kernels without a GPU (nvcc + the CUDA build of torch) into build/cuda-check,
+# then check in a fresh process that the library registers CUDA kernels for detkit::nms and batched_nms.
+cuda-check: $(STAMP)
+	PYTHON=$(PY) bash tools/cuda_check.sh
+
+bench: install
+	$(PY) benchmarks/bench_nms.py
+
+clean:
+	rm -rf build detkit/_C*.so detkit/.ext-built *.egg-info
