@@ -21,7 +21,6 @@ import difflib
 from typing import Any
 
 from mmengine.registry import Registry as _MMRegistry
-from mmengine.registry import build_from_cfg
 
 __all__ = [
     'Registry', 'MODELS', 'TASK_UTILS', 'DATASETS', 'TRANSFORMS', 'DATA_SAMPLERS', 'METRICS', 'OPTIMIZERS',
@@ -45,6 +44,9 @@ class Registry(_MMRegistry):
         return [by_lower[m] for m in matches]
 
     def build(self, cfg: Any, *args: Any, **kwargs: Any) -> Any:
+        """Build an object from a config dict (or a list of objects from a list of dicts)."""
+        if isinstance(cfg, (list, tuple)):
+            return [self.build(c, *args, **kwargs) for c in cfg]
         if isinstance(cfg, dict):
             if 'type' not in cfg:
                 raise KeyError(f'cannot build from the {self.name!r} registry: the config has no "type" key '
@@ -58,15 +60,8 @@ class Registry(_MMRegistry):
         return super().build(cfg, *args, **kwargs)
 
 
-def _build_with_registry(cfg: Any, registry: Registry, default_args: dict | None = None) -> Any:
-    """Build one object, or a list of objects from a list of configs."""
-    if isinstance(cfg, (list, tuple)):
-        return [registry.build(c, default_args=default_args) for c in cfg]
-    return build_from_cfg(cfg, registry, default_args)
-
-
 def _registry(name: str, locations: list[str]) -> Registry:
-    return Registry(name, build_func=_build_with_registry, scope='detkit', locations=locations)
+    return Registry(name, scope='detkit', locations=locations)
 
 
 #: backbones, necks, heads, detectors and losses

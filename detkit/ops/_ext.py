@@ -26,7 +26,26 @@ def ext_module() -> ModuleType | None:
                 _state['module'] = importlib.import_module('detkit._C')
             except ImportError as e:  # not built, or built against another torch
                 _state['error'] = f'{type(e).__name__}: {e}'
+            else:
+                _register_fakes()
     return _state['module']
+
+
+def _register_fakes() -> None:
+    """Shape functions so that torch.export / torch.compile can trace the ops (their output length is data
+    dependent, hence a new dynamic size)."""
+
+    def keep_like(dets: torch.Tensor) -> torch.Tensor:
+        return dets.new_empty((torch.library.get_ctx().new_dynamic_size(),), dtype=torch.long)
+
+    torch.library.register_fake('detkit::nms')(lambda dets, scores, iou_threshold: keep_like(dets))
+    torch.library.register_fake('detkit::batched_nms')(lambda dets, scores, idxs, iou_threshold: keep_like(dets))
+
+    def soft_nms_fake(dets, scores, iou_threshold, sigma, min_score, method):
+        k = torch.library.get_ctx().new_dynamic_size()
+        return dets.new_empty((k, 5)), dets.new_empty((k,), dtype=torch.long)
+
+    torch.library.register_fake('detkit::soft_nms')(soft_nms_fake)
 
 
 def ext_error() -> str | None:

@@ -4,11 +4,10 @@ Every function here returns exactly what the compiled kernels return (the same I
 dtype, the same tie-breaking), and runs on any device. Arguments are assumed valid: the checks live in
 :mod:`detkit.ops.nms`.
 
-Hard NMS is vectorised without a Python loop over box pairs: boxes are visited in score order in chunks of
-``chunk`` boxes. A chunk is first filtered against every box already kept (one IoU matrix), then resolved inside
-itself by iterating ``keep[j] = alive[j] and not any(keep[i] and M[i, j] for i < j)`` to its fixed point. Entry j
-only depends on entries before it, so after t rounds the first t entries are final, and the unique fixed point is
-exactly the greedy answer; it is usually reached in a few rounds.
+Hard NMS is vectorised without a Python loop over box pairs, in two steps: (1) find every pair of boxes of one
+class whose IoU is above the threshold, comparing only tiles of boxes that can overlap in x (as the compiled
+kernel's sweep does); (2) resolve greedy NMS over those suppression edges by a fixed-point iteration on chunks of
+score ranks (see :func:`_resolve_greedy`).
 """
 from __future__ import annotations
 
@@ -35,61 +34,125 @@ def pairwise_iou(a: Tensor, a_area: Tensor, b: Tensor, b_area: Tensor) -> Tensor
 
     Uses the kernels' arithmetic (areas passed in, ``inter / (area_a + area_b - inter)``). Returns (P, Q).
     """
-    xx1 = torch.maximum(a[:, None, 0], b[None, :, 0])
-    yy1 = torch.maximum(a[:, None, 1], b[None, :, 1])
-    xx2 = torch.minimum(a[:, None, 2], b[None, :, 2])
-    yy2 = torch.minimum(a[:, None, 3], b[None, :, 3])
-    inter = (xx2 - xx1).clamp_(min=0) * (yy2 - yy1).clamp_(min=0)  # (P, Q)
-    return inter / (a_area[:, None] + b_area[None, :] - inter)
+    a, b = a.t().contiguous(), b.t().contiguous()  # (4, P), (4, Q): contiguous rows broadcast fast
+    w = torch.minimum(a[2, :, None], b[2, None, :]).sub_(torch.maximum(a[0, :, None], b[0, None, :])).clamp_(min=0)
+    h = torch.minimum(a[3, :, None], b[3, None, :]).sub_(torch.maximum(a[1, :, None], b[1, None, :])).clamp_(min=0)
+    inter = w.mul_(h)  # (P, Q)
+    union = torch.add(a_area[:, None], b_area[None, :]).sub_(inter)
+    return inter.div_(union)
 
 
 def _areas(boxes: Tensor) -> Tensor:
     return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
 
 
-def _greedy(boxes: Tensor, scores: Tensor, idxs: Tensor | None, iou_threshold: float, chunk: int = 256,
-            max_pairs: int = 1 << 23) -> Tensor:
+def _suppression_edges(b: Tensor, area: Tensor, cls: Tensor, thr: Tensor, full_scan: bool, tile: int,
+                       max_pairs: int) -> tuple[Tensor, Tensor]:
+    """All pairs of boxes (in score-rank space) whose IoU is above ``thr`` within one class.
+
+    Boxes are sorted by (class, x1) and cut into tiles of ``tile`` boxes. Tile ``b`` after tile ``a`` only needs
+    comparing when its first box has the class of ``a``'s last box and starts left of the largest x2 among
+    ``a``'s boxes of that class: otherwise every pair differs in class or has an intersection width <= 0, whose
+    IoU (0 or NaN) can never exceed a threshold >= 0. The test is exact, so it changes no decision.
+
+    Returns ``(src, dst)`` int64 ranks with ``src < dst``: box ``src`` would suppress box ``dst`` if kept.
+    """
+    n = b.shape[0]
+    dev = b.device
+    ranks = torch.arange(n, device=dev)
+    # lexicographic (class, x1) order with two stable sorts
+    by_x = torch.sort(b[:, 0], stable=True)[1]
+    pos = by_x[torch.sort(cls[by_x], stable=True)[1]]  # position -> rank
+    sb, sarea, scls, srank = b[pos], area[pos], cls[pos], ranks[pos]
+    starts = torch.arange(0, n, tile, device=dev)
+    num_tiles = starts.shape[0]
+    first_cls, first_x1 = scls[starts], sb[starts, 0]
+    # per tile: class of its last box, and the largest x2 among its boxes of that class
+    last_cls = scls[torch.clamp(starts + tile, max=n) - 1]
+    tile_of = torch.arange(n, device=dev) // tile
+    in_last = scls == last_cls[tile_of]
+    x2_last = torch.full((num_tiles,), float('-inf'), dtype=b.dtype, device=dev)
+    x2_last = x2_last.scatter_reduce(0, tile_of[in_last], sb[in_last, 2], reduce='amax')
+    src_all, dst_all = [], []
+    for a in range(num_tiles):
+        a0, a1 = a * tile, min(n, (a + 1) * tile)
+        if full_scan:
+            hi = num_tiles
+        else:
+            later = (first_cls[a + 1:] == last_cls[a]) & (first_x1[a + 1:] < x2_last[a])
+            # the tiles to compare form a prefix of the later tiles (both keys are sorted)
+            hi = a + 1 + int(torch.cumprod(later.to(torch.int8), 0).sum()) if later.numel() else a + 1
+        c1 = min(n, hi * tile)
+        step = max(1, max_pairs // (a1 - a0))
+        for c0 in range(a0, c1, step):
+            ce = min(c1, c0 + step)
+            iou = pairwise_iou(sb[a0:a1], sarea[a0:a1], sb[c0:ce], sarea[c0:ce])  # (rows, cols)
+            hit = (iou > thr) & (scls[a0:a1, None] == scls[None, c0:ce])
+            if c0 < a1:  # the block overlaps the row tile itself: keep each pair once, never a box with itself
+                hit &= torch.arange(a0, a1, device=dev)[:, None] < torch.arange(c0, ce, device=dev)[None, :]
+            i, j = hit.nonzero(as_tuple=True)
+            if i.numel():
+                ri, rj = srank[i + a0], srank[j + c0]
+                src_all.append(torch.minimum(ri, rj))
+                dst_all.append(torch.maximum(ri, rj))
+    if not src_all:
+        empty = torch.empty(0, dtype=torch.long, device=dev)
+        return empty, empty
+    return torch.cat(src_all), torch.cat(dst_all)
+
+
+def _resolve_greedy(n: int, src: Tensor, dst: Tensor, chunk: int) -> Tensor:
+    """Greedy NMS decisions over suppression edges ``src -> dst`` (ranks, ``src < dst``). Returns keep (n,) bool.
+
+    Ranks are resolved in chunks. Edges from earlier chunks are final; inside a chunk,
+    ``keep[j] = alive[j] and not any(keep[i] for edges i -> j)`` is iterated to its fixed point. Entry j depends
+    only on entries before it, so after t rounds the first t entries are final, and the unique fixed point is the
+    greedy answer; it is usually reached in a few rounds.
+    """
+    keep = torch.ones(n, dtype=torch.bool, device=src.device)
+    if src.numel() == 0:
+        return keep
+    order = torch.argsort(dst)
+    src, dst = src[order], dst[order]
+    bounds = torch.searchsorted(dst, torch.arange(0, n + chunk, chunk, device=dst.device)).tolist()
+    for k, c0 in enumerate(range(0, n, chunk)):
+        e0, e1 = bounds[k], bounds[k + 1]
+        if e0 == e1:
+            continue
+        c1 = min(n, c0 + chunk)
+        s, d = src[e0:e1], dst[e0:e1] - c0
+        outside = s < c0
+        alive = torch.ones(c1 - c0, dtype=torch.bool, device=src.device)
+        alive[d[outside & keep[s]]] = False  # suppressed by a box kept in an earlier chunk
+        s_in, d_in = s[~outside] - c0, d[~outside]
+        cur = alive
+        while True:
+            sup = torch.zeros_like(alive)
+            sup[d_in[cur[s_in]]] = True
+            new = alive & ~sup
+            if torch.equal(new, cur):
+                break
+            cur = new
+        keep[c0:c1] = cur
+    return keep
+
+
+def _greedy(boxes: Tensor, scores: Tensor, idxs: Tensor | None, iou_threshold: float, tile: int = 256,
+            chunk: int = 4096, max_pairs: int = 1 << 22) -> Tensor:
     n = boxes.shape[0]
     if n == 0:
         return torch.empty(0, dtype=torch.long, device=boxes.device)
     thr = threshold_as(iou_threshold, boxes.dtype, boxes.device)
-    order = torch.sort(scores, descending=True, stable=True)[1]
+    full_scan = not iou_threshold >= 0  # a negative threshold suppresses even disjoint boxes
+    order = torch.sort(scores, descending=True, stable=True)[1]  # rank -> index; NaN scores first
     b = boxes[order]
     area = _areas(b)
-    cls = idxs[order] if idxs is not None else None
-    kept: list[Tensor] = []  # positions in score order
-    kept_boxes = b.new_empty((0, 4))
-    kept_area = b.new_empty((0,))
-    kept_cls = cls.new_empty((0,)) if cls is not None else None
-    for start in range(0, n, chunk):
-        cb, carea = b[start:start + chunk], area[start:start + chunk]
-        ccls = cls[start:start + chunk] if cls is not None else None
-        m = cb.shape[0]
-        alive = torch.ones(m, dtype=torch.bool, device=b.device)
-        # 1. suppression by the boxes kept in earlier chunks, in slices that bound the IoU matrix's memory
-        step = max(1, max_pairs // m)
-        for k0 in range(0, kept_boxes.shape[0], step):
-            sup = pairwise_iou(kept_boxes[k0:k0 + step], kept_area[k0:k0 + step], cb, carea) > thr
-            if ccls is not None:
-                sup &= kept_cls[k0:k0 + step, None] == ccls[None, :]
-            alive &= ~sup.any(0)
-        # 2. greedy inside the chunk: M[i, j] = box i (earlier) would suppress box j
-        mat = (pairwise_iou(cb, carea, cb, carea) > thr).triu_(diagonal=1)
-        if ccls is not None:
-            mat &= ccls[:, None] == ccls[None, :]
-        keep = alive
-        while True:
-            new_keep = alive & ~(keep[:, None] & mat).any(0)
-            if torch.equal(new_keep, keep):
-                break
-            keep = new_keep
-        pos = keep.nonzero().squeeze(1)
-        kept.append(pos + start)
-        kept_boxes = torch.cat([kept_boxes, cb[pos]])
-        kept_area = torch.cat([kept_area, carea[pos]])
-        if kept_cls is not None:
-            kept_cls = torch.cat([kept_cls, ccls[pos]])
-    return order[torch.cat(kept)]
+    cls = idxs[order] if idxs is not None else torch.zeros(n, dtype=torch.long, device=boxes.device)
+    # Boxes with a NaN area have a NaN IoU with every box: always kept, never suppress. Leave them out.
+    valid = (~torch.isnan(area)).nonzero().squeeze(1)
+    src, dst = _suppression_edges(b[valid], area[valid], cls[valid], thr, full_scan, tile, max_pairs)
+    keep = _resolve_greedy(n, valid[src], valid[dst], chunk)
+    return order[keep]
 
 
 def nms_torch(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:

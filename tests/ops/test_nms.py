@@ -1,0 +1,396 @@
+"""NMS: the compiled kernels against torchvision and a plain-Python reference; the fallback against the kernels."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from detkit.ops import batched_nms, nms, soft_nms
+from detkit.ops import nms_fallback
+from detkit.ops._ext import ext_module, has_kernel
+
+CUDA = torch.cuda.is_available() and has_kernel('nms', 'cuda')
+
+
+def test_extension_is_built_and_registers_cpu_kernels():
+    # `make test` builds detkit._C; the fallback must not silently stand in for it here.
+    assert ext_module() is not None, 'detkit._C did not load: run `make install`'
+    for op in ('nms', 'batched_nms', 'soft_nms'):
+        assert has_kernel(op, 'cpu'), op
+
+
+# ---------------------------------------------------------------- inputs
+
+def random_boxes(n: int, seed: int, canvas: float = 1000.0, size: float = 60.0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(n, 2, generator=g, dtype=torch.float64) * canvas
+    wh = torch.rand(n, 2, generator=g, dtype=torch.float64) * size + 1
+    boxes = torch.cat([xy, xy + wh], 1).to(dtype)
+    scores = torch.rand(n, generator=g, dtype=torch.float64).to(dtype)
+    return boxes, scores
+
+
+def clustered_boxes(n: int, seed: int, clusters: int = 50):
+    """Jittered copies of a few boxes: heavy overlap, most boxes suppressed."""
+    g = torch.Generator().manual_seed(seed)
+    base, _ = random_boxes(clusters, seed + 1, canvas=500, size=200)
+    pick = torch.randint(0, clusters, (n,), generator=g)
+    boxes = base[pick] + torch.randn(n, 4, generator=g) * 6
+    boxes[:, 2:] = torch.maximum(boxes[:, 2:], boxes[:, :2] + 1)
+    return boxes, torch.rand(n, generator=g)
+
+
+def adversarial_cases():
+    """(name, boxes, scores): ties, duplicates, degenerate and extreme boxes."""
+    cases = []
+    b, s = random_boxes(300, 1, canvas=200, size=80)
+    cases.append(('tied scores', b, torch.round(s * 4) / 4))
+    one = torch.tensor([[10.0, 10.0, 50.0, 60.0]])
+    cases.append(('identical boxes', one.repeat(20, 1), torch.rand(20, generator=torch.Generator().manual_seed(2))))
+    cases.append(('identical boxes and scores', one.repeat(20, 1), torch.full((20,), 0.5)))
+    b, s = random_boxes(200, 3, canvas=100, size=30)
+    b[::3, 2] = b[::3, 0]  # zero width
+    b[1::3, 3] = b[1::3, 1]  # zero height
+    cases.append(('zero-area boxes', b, s))
+    b, s = random_boxes(200, 4, canvas=100, size=30)
+    cases.append(('huge coordinates', b * 1e4 + 1e7, s))
+    b, s = random_boxes(200, 5, canvas=1e-3, size=1e-4)
+    cases.append(('tiny coordinates', b, s))
+    b, s = random_boxes(200, 6, canvas=100, size=40)
+    b[:, 1] = 0
+    b[:, 3] = 1000  # tall boxes: every pair overlaps in y, many in x
+    cases.append(('tall boxes', b, s))
+    b, s = random_boxes(100, 7, canvas=100, size=40)
+    b[::4, [0, 2]] = b[::4, [2, 0]]  # x2 < x1: negative area, still well defined
+    cases.append(('inverted boxes', b, s))
+    return cases
+
+
+# ---------------------------------------------------------------- plain-Python references
+
+def nms_reference(boxes: torch.Tensor, scores: torch.Tensor, thr: float, idxs=None) -> list[int]:
+    """Greedy NMS, one pair at a time, with torchvision's arithmetic in the boxes' dtype (numpy scalars)."""
+    b = boxes.numpy()
+    s = scores.numpy()
+    n = len(s)
+    order = sorted(range(n), key=lambda i: (0 if math.isnan(s[i]) else 1, -s[i] if not math.isnan(s[i]) else 0, i))
+    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    suppressed = [False] * n
+    keep = []
+    for ii, i in enumerate(order):
+        if suppressed[i]:
+            continue
+        keep.append(i)
+        for j in order[ii + 1:]:
+            if suppressed[j] or (idxs is not None and idxs[i] != idxs[j]):
+                continue
+            w = max(b.dtype.type(0), min(b[i, 2], b[j, 2]) - max(b[i, 0], b[j, 0]))
+            h = max(b.dtype.type(0), min(b[i, 3], b[j, 3]) - max(b[i, 1], b[j, 1]))
+            inter = w * h
+            with np.errstate(invalid='ignore', divide='ignore'):
+                ovr = inter / (area[i] + area[j] - inter)
+            if float(ovr) > thr:  # compared in float64, as torchvision does
+                suppressed[j] = True
+    return keep
+
+
+def soft_nms_reference(boxes, scores, thr, sigma, min_score, method):
+    """Soft-NMS by its definition: select the max, decay the rest, drop those below min_score."""
+    b = boxes.numpy()
+    s = scores.numpy().copy()
+    t = b.dtype.type
+    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    alive = [i for i in range(len(s)) if not float(s[i]) < min_score]
+    keep, kept = [], []
+    while alive:
+        best = alive[0]
+        for j in alive[1:]:
+            if s[j] > s[best]:
+                best = j
+        keep.append(best)
+        kept.append(s[best])
+        alive.remove(best)
+        nxt = []
+        for j in alive:
+            w = max(t(0), min(b[best, 2], b[j, 2]) - max(b[best, 0], b[j, 0]))
+            h = max(t(0), min(b[best, 3], b[j, 3]) - max(b[best, 1], b[j, 1]))
+            inter = w * h
+            iou = inter / (area[best] + area[j] - inter)
+            if method == 'linear':
+                if float(iou) > thr:
+                    s[j] = s[j] * (t(1) - iou)
+            else:
+                s[j] = s[j] * np.exp(-(iou * iou) / t(sigma))
+            if not float(s[j]) < min_score:
+                nxt.append(j)
+        alive = nxt
+    return keep, np.array(kept, dtype=b.dtype)
+
+
+# ---------------------------------------------------------------- hard NMS
+
+@pytest.mark.parametrize('n', [0, 1, 2, 10, 100, 1000, 5000])
+@pytest.mark.parametrize('thr', [0.3, 0.45, 0.5, 0.7])
+def test_nms_equals_torchvision_random(n, thr):
+    boxes, scores = random_boxes(n, seed=n)
+    expected = torchvision.ops.nms(boxes, scores, thr)
+    got = nms(boxes, scores, thr)
+    assert got.dtype == torch.int64
+    assert torch.equal(got, expected)
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+def test_nms_equals_torchvision_clustered(dtype):
+    boxes, scores = clustered_boxes(3000, 0)
+    boxes, scores = boxes.to(dtype), scores.to(dtype)
+    expected = torchvision.ops.nms(boxes, scores, 0.5)
+    assert len(expected) < 1000  # the case is about heavy suppression
+    assert torch.equal(nms(boxes, scores, 0.5), expected)
+
+
+@pytest.mark.parametrize('case', adversarial_cases(), ids=lambda c: c[0])
+@pytest.mark.parametrize('thr', [0.0, 0.5, 0.95])
+def test_nms_adversarial_equals_torchvision_and_reference(case, thr):
+    _, boxes, scores = case
+    expected = torchvision.ops.nms(boxes, scores, thr)
+    got = nms(boxes, scores, thr)
+    assert torch.equal(got, expected)
+    assert got.tolist() == nms_reference(boxes, scores, thr)
+
+
+def test_nms_100k_boxes():
+    boxes, scores = clustered_boxes(100_000, 1, clusters=300)
+    expected = torchvision.ops.nms(boxes, scores, 0.5)
+    assert torch.equal(nms(boxes, scores, 0.5), expected)
+
+
+@pytest.mark.parametrize('n', [1, 7, 60, 300])
+def test_nms_equals_plain_python_reference(n):
+    boxes, scores = random_boxes(n, seed=100 + n, canvas=150, size=80)
+    assert nms(boxes, scores, 0.5).tolist() == nms_reference(boxes, scores, 0.5)
+
+
+def test_threshold_between_floats_is_compared_in_double():
+    # IoU of these boxes is exactly 0.5 in float32; a threshold a hair below 0.5 must suppress (as torchvision),
+    # though float32(threshold) rounds to 0.5.
+    boxes = torch.tensor([[0.0, 0.0, 2.0, 1.0], [0.0, 0.0, 1.0, 1.0]])
+    scores = torch.tensor([0.9, 0.8])
+    thr = 0.5 - 1e-12
+    assert torchvision.ops.nms(boxes, scores, thr).tolist() == [0]
+    assert nms(boxes, scores, thr).tolist() == [0]
+    assert nms_fallback.nms_torch(boxes, scores, thr).tolist() == [0]
+    assert nms(boxes, scores, 0.5).tolist() == [0, 1]  # strictly greater suppresses
+
+
+def test_negative_threshold_suppresses_disjoint_boxes():
+    boxes, scores = random_boxes(50, 9)
+    expected = torchvision.ops.nms(boxes, scores, -0.1)
+    assert expected.tolist() == [int(scores.argmax())]
+    assert torch.equal(nms(boxes, scores, -0.1), expected)
+    assert torch.equal(nms_fallback.nms_torch(boxes, scores, -0.1), expected)
+
+
+def test_nan_boxes_and_scores_never_crash_and_follow_the_documented_rule():
+    boxes, scores = random_boxes(200, 11, canvas=100, size=50)
+    boxes[5, 0] = float('nan')
+    boxes[17, 3] = float('nan')
+    scores[3] = float('nan')
+    scores[40] = float('nan')
+    got = nms(boxes, scores, 0.5)
+    # NaN scores are visited first (NaN sorts before numbers, ties by index); NaN boxes are always kept
+    assert got[:2].tolist() == [3, 40]
+    assert {5, 17} <= set(got.tolist())
+    assert torch.equal(got, torchvision.ops.nms(boxes, scores, 0.5))
+    assert torch.equal(nms_fallback.nms_torch(boxes, scores, 0.5), got)
+    idxs = torch.arange(200) % 3
+    assert torch.equal(batched_nms(boxes, scores, idxs, 0.5), nms_fallback.batched_nms_torch(boxes, scores, idxs, 0.5))
+    dets, keep = soft_nms(boxes, scores)
+    assert keep[:2].tolist() == [3, 40] and torch.isnan(dets[:2, 4]).all()
+    assert {5, 17} <= set(keep.tolist())
+
+
+def test_half_precision_is_computed_in_float32():
+    boxes, scores = random_boxes(500, 12)
+    got = nms(boxes.half(), scores.half(), 0.5)
+    assert torch.equal(got, torchvision.ops.nms(boxes.half().float(), scores.half().float(), 0.5))
+
+
+# ---------------------------------------------------------------- batched NMS
+
+@pytest.mark.parametrize('n,num_classes', [(0, 1), (1, 1), (100, 3), (2000, 20), (6000, 80)])
+def test_batched_nms_equals_torchvision(n, num_classes):
+    boxes, scores = random_boxes(n, seed=n + 1, canvas=300, size=100)
+    idxs = torch.randint(0, num_classes, (n,), generator=torch.Generator().manual_seed(n))
+    expected = torchvision.ops.batched_nms(boxes, scores, idxs, 0.45)
+    got = batched_nms(boxes, scores, idxs, 0.45)
+    assert torch.equal(got, expected)
+    if n <= 100:
+        assert got.tolist() == nms_reference(boxes, scores, 0.45, idxs.tolist())
+
+
+def test_batched_nms_huge_coordinates_stay_exact():
+    # torchvision's offset trick would add class * (max_coordinate + 1); detkit compares classes instead.
+    boxes, scores = random_boxes(300, 13, canvas=100, size=40)
+    boxes = boxes * 1e3 + 1e7
+    idxs = torch.randint(0, 5, (300,), generator=torch.Generator().manual_seed(1))
+    assert batched_nms(boxes, scores, idxs, 0.5).tolist() == nms_reference(boxes, scores, 0.5, idxs.tolist())
+
+
+def test_batched_nms_is_per_class_nms():
+    boxes, scores = clustered_boxes(1500, 3)
+    idxs = torch.randint(0, 4, (1500,), generator=torch.Generator().manual_seed(3))
+    got = set(batched_nms(boxes, scores, idxs, 0.5).tolist())
+    expected = set()
+    for c in range(4):
+        m = (idxs == c).nonzero().squeeze(1)
+        expected |= set(m[torchvision.ops.nms(boxes[m], scores[m], 0.5)].tolist())
+    assert got == expected
+
+
+# ---------------------------------------------------------------- soft-NMS
+
+@pytest.mark.parametrize('method', ['linear', 'gaussian'])
+@pytest.mark.parametrize('n', [0, 1, 5, 150])
+def test_soft_nms_equals_reference(method, n):
+    boxes, scores = random_boxes(n, seed=200 + n, canvas=120, size=70)
+    dets, keep = soft_nms(boxes, scores, iou_threshold=0.3, sigma=0.5, min_score=0.05, method=method)
+    ref_keep, ref_scores = soft_nms_reference(boxes, scores, 0.3, 0.5, 0.05, method)
+    assert keep.tolist() == ref_keep
+    assert dets.shape == (len(ref_keep), 5)
+    torch.testing.assert_close(dets[:, :4], boxes[keep])
+    torch.testing.assert_close(dets[:, 4], torch.from_numpy(ref_scores), rtol=1e-5, atol=1e-7)
+    assert bool((dets[1:, 4] <= dets[:-1, 4]).all()), 'selected scores must not increase'
+    assert bool((dets[:, 4] >= 0.05).all())
+
+
+def test_soft_nms_linear_keeps_disjoint_and_decays_overlap():
+    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 5.0], [20.0, 20.0, 30.0, 30.0]])
+    scores = torch.tensor([0.9, 0.8, 0.7])
+    dets, keep = soft_nms(boxes, scores, iou_threshold=0.3, method='linear', min_score=0.0)
+    # box 1 has IoU 0.5 with box 0: 0.8 * (1 - 0.5) = 0.4, now below box 2
+    assert keep.tolist() == [0, 2, 1]
+    torch.testing.assert_close(dets[:, 4], torch.tensor([0.9, 0.7, 0.4]))
+    dets, keep = soft_nms(boxes, scores, sigma=0.5, method='gaussian', min_score=0.0)
+    # gaussian decays every box: 0.8 * exp(-0.5^2 / 0.5) = 0.485; box 2 does not overlap box 0
+    assert keep.tolist() == [0, 2, 1]
+    torch.testing.assert_close(dets[:, 4], torch.tensor([0.9, 0.7, 0.8 * math.exp(-0.25 / 0.5)]))
+
+
+# ---------------------------------------------------------------- fallback == compiled
+
+@pytest.mark.parametrize('seed', range(3))
+def test_fallback_equals_compiled(seed):
+    for boxes, scores in (random_boxes(3000, seed), clustered_boxes(2000, seed)):
+        for thr in (0.3, 0.5, 0.8):
+            assert torch.equal(nms_fallback.nms_torch(boxes, scores, thr), torch.ops.detkit.nms(boxes, scores, thr))
+            idxs = torch.randint(0, 7, (len(scores),), generator=torch.Generator().manual_seed(seed))
+            assert torch.equal(nms_fallback.batched_nms_torch(boxes, scores, idxs, thr),
+                               torch.ops.detkit.batched_nms(boxes, scores, idxs, thr))
+    boxes, scores = random_boxes(300, seed, canvas=150, size=70)
+    for method, code in (('linear', 0), ('gaussian', 1)):
+        d1, k1 = nms_fallback.soft_nms_torch(boxes, scores, 0.3, 0.5, 1e-3, method)
+        d2, k2 = torch.ops.detkit.soft_nms(boxes, scores, 0.3, 0.5, 1e-3, code)
+        assert torch.equal(k1, k2)
+        torch.testing.assert_close(d1, d2, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize('case', adversarial_cases(), ids=lambda c: c[0])
+def test_fallback_adversarial(case):
+    _, boxes, scores = case
+    for thr in (0.0, 0.5):
+        assert torch.equal(nms_fallback.nms_torch(boxes, scores, thr), torchvision.ops.nms(boxes, scores, thr))
+
+
+def test_fallback_long_suppression_chain():
+    # each box overlaps only its neighbours, scores decrease along the chain: the greedy answer alternates
+    n = 3000
+    x = torch.arange(n, dtype=torch.float32) * 3
+    boxes = torch.stack([x, torch.zeros(n), x + 10, torch.ones(n) * 10], 1)
+    scores = torch.linspace(1, 0.1, n)
+    expected = torchvision.ops.nms(boxes, scores, 0.5)
+    assert torch.equal(nms_fallback.nms_torch(boxes, scores, 0.5), expected)
+    assert torch.equal(nms(boxes, scores, 0.5), expected)
+
+
+def test_fallback_is_used_and_warns_once_when_the_extension_is_missing(monkeypatch):
+    from detkit.ops import _ext
+    monkeypatch.setitem(_ext._state, 'loaded', True)
+    monkeypatch.setitem(_ext._state, 'module', None)
+    monkeypatch.setitem(_ext._state, 'error', 'ImportError: test')
+    monkeypatch.setitem(_ext._state, 'warned', set())
+    boxes, scores = random_boxes(100, 1)
+    with pytest.warns(RuntimeWarning, match='make install'):
+        got = nms(boxes, scores, 0.5)
+    assert torch.equal(got, torchvision.ops.nms(boxes, scores, 0.5))
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        nms(boxes, scores, 0.5)  # only one warning per op
+
+
+# ---------------------------------------------------------------- bad input
+
+@pytest.mark.parametrize('call,match', [
+    (lambda: nms(torch.zeros(5, 3), torch.zeros(5), 0.5), 'boxes must have shape'),
+    (lambda: nms(torch.zeros(5, 4), torch.zeros(4), 0.5), 'same length'),
+    (lambda: nms(torch.zeros(5, 4), torch.zeros(5, 1), 0.5), 'scores must have shape'),
+    (lambda: nms(torch.zeros(5, 4, dtype=torch.int64), torch.zeros(5), 0.5), 'boxes must be floating point'),
+    (lambda: nms(torch.zeros(5, 4), torch.zeros(5, dtype=torch.int64), 0.5), 'scores must be floating point'),
+    (lambda: nms([[0, 0, 1, 1]], torch.zeros(1), 0.5), 'boxes must be a torch.Tensor'),
+    (lambda: nms(torch.zeros(5, 4), torch.zeros(5), 'high'), 'iou_threshold must be a number'),
+    (lambda: batched_nms(torch.zeros(5, 4), torch.zeros(5), torch.zeros(4, dtype=torch.long), 0.5), 'idxs'),
+    (lambda: batched_nms(torch.zeros(5, 4), torch.zeros(5), torch.zeros(5), 0.5), 'idxs must be an integer'),
+    (lambda: soft_nms(torch.zeros(5, 4), torch.zeros(5), method='hard'), 'method must be one of'),
+    (lambda: soft_nms(torch.zeros(5, 4), torch.zeros(5), sigma=0, method='gaussian'), 'sigma must be > 0'),
+])
+def test_bad_input_raises_value_error_naming_the_argument(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_empty_input_gives_empty_output():
+    empty = torch.zeros(0, 4)
+    assert nms(empty, torch.zeros(0), 0.5).shape == (0,)
+    assert batched_nms(empty, torch.zeros(0), torch.zeros(0, dtype=torch.long), 0.5).shape == (0,)
+    dets, keep = soft_nms(empty, torch.zeros(0))
+    assert dets.shape == (0, 5) and keep.shape == (0,) and keep.dtype == torch.int64
+
+
+def test_ops_are_visible_to_export():
+    class Post(torch.nn.Module):
+        def forward(self, boxes, scores, labels):
+            keep = torch.ops.detkit.batched_nms(boxes, scores, labels, 0.5)
+            dets, _ = torch.ops.detkit.soft_nms(boxes, scores, 0.3, 0.5, 0.001, 0)
+            return keep, dets
+
+    boxes, scores = random_boxes(50, 1)
+    labels = torch.arange(50) % 3
+    exported = torch.export.export(Post(), (boxes, scores, labels))
+    graph = str(exported.graph)
+    assert 'detkit.batched_nms' in graph and 'detkit.soft_nms' in graph
+    keep, dets = exported.module()(boxes, scores, labels)
+    assert torch.equal(keep, torchvision.ops.batched_nms(boxes, scores, labels, 0.5))
+    assert dets.shape[1] == 5
+
+
+# ---------------------------------------------------------------- CUDA (skips without a GPU)
+
+@pytest.mark.skipif(not CUDA, reason='needs a GPU and detkit._C built with CUDA')
+@pytest.mark.parametrize('n', [0, 1, 100, 5000, 20000])
+def test_cuda_nms_equals_cpu(n):
+    boxes, scores = random_boxes(n, n)
+    expected = nms(boxes, scores, 0.5)
+    assert torch.equal(nms(boxes.cuda(), scores.cuda(), 0.5).cpu(), expected)
+    idxs = torch.randint(0, 10, (n,))
+    expected = batched_nms(boxes, scores, idxs, 0.5)
+    assert torch.equal(batched_nms(boxes.cuda(), scores.cuda(), idxs.cuda(), 0.5).cpu(), expected)
+
+
+@pytest.mark.skipif(not CUDA, reason='needs a GPU and detkit._C built with CUDA')
+@pytest.mark.parametrize('case', adversarial_cases(), ids=lambda c: c[0])
+def test_cuda_adversarial(case):
+    _, boxes, scores = case
+    assert torch.equal(nms(boxes.cuda(), scores.cuda(), 0.5).cpu(), nms(boxes, scores, 0.5))
