@@ -5,8 +5,9 @@
 // same class. The greedy pass over the masks then runs on the host, 64 boxes per word. Classes are compared
 // directly (no coordinate offsets), so batched NMS is exact for any coordinate range.
 #include <ATen/ATen.h>
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include <vector>
@@ -76,7 +77,7 @@ at::Tensor nms_cuda_impl(const at::Tensor& dets, const at::Tensor& scores, const
   at::Tensor mask = at::empty({n * col_tiles}, dets.options().dtype(at::kLong));
   const dim3 blocks(col_tiles, col_tiles);
   const dim3 threads(kBlock);
-  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(dets.scalar_type(), "detkit_nms_cuda", [&] {
     nms_mask_kernel<scalar_t><<<blocks, threads, 0, stream>>>(
         n, threshold_as<scalar_t>(iou_threshold), sorted.data_ptr<scalar_t>(),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 import sys
 from collections import OrderedDict
 
@@ -28,8 +29,8 @@ def collect_env() -> 'OrderedDict[str, str]':
     if torch.cuda.is_available():
         for i in range(torch.cuda.device_count()):
             env[f'GPU {i}'] = torch.cuda.get_device_name(i)
-    from torch.utils.cpp_extension import CUDA_HOME
-    env['CUDA_HOME'] = str(CUDA_HOME)
+    env['CUDA_HOME'] = os.getenv('CUDA_HOME', '(unset)')
+    env['nvcc'] = shutil.which('nvcc') or 'not found'
     env['TORCH_CUDA_ARCH_LIST'] = os.getenv('TORCH_CUDA_ARCH_LIST', '(unset)')
     env['PyTorch'] = torch.__version__
     env['PyTorch CUDA'] = str(torch.version.cuda)
