@@ -42,7 +42,8 @@ class PhotoMetricDistortion:
     leading contrast are folded into ONE table (computed in float, so no intermediate clipping, like the float
     reference), and saturation and hue are one 3-channel table on OpenCV's uint8 HSV image (hue in 0..179 half
     degrees, so ``hue_delta`` degrees are shifted by ``round(delta / 2)``). The image is converted to HSV only
-    when saturation or hue is drawn. Float images take an equivalent float path.
+    when saturation or hue is drawn. Float images take an equivalent float path. Saturation is clipped to its
+    valid range (mmdetection's float version lets it exceed 1, producing out-of-gamut colours).
 
     Args:
         brightness_delta: brightness offset range ``[-delta, delta]`` in grey levels.
@@ -116,7 +117,8 @@ class PhotoMetricDistortion:
             # float HSV from OpenCV: H in [0, 360), S in [0, 1], V unchanged
             hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV)
             if saturation is not None:
-                hsv[..., 1] *= saturation
+                # S > 1 is not a colour: clip like the uint8 path (mmdetection lets it overshoot)
+                hsv[..., 1] = np.minimum(hsv[..., 1] * saturation, 1.0)
             if hue is not None:
                 hsv[..., 0] = np.mod(hsv[..., 0] + hue, 360.0)
             img = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
