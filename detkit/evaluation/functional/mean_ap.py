@@ -127,6 +127,16 @@ def _match_class(dets: np.ndarray, det_img: np.ndarray, gts: np.ndarray, gt_img:
     return tp, fp, order
 
 
+def _as_dets(d: Any, img: int, cls: int) -> np.ndarray:
+    arr = np.asarray(d, np.float32)
+    if arr.size == 0:
+        return np.zeros((0, 5), np.float32)
+    if arr.ndim != 2 or arr.shape[1] != 5:
+        raise ValueError(f'eval_map: det_results[{img}][{cls}] must be (n, 5) [x1, y1, x2, y2, score], '
+                         f'got shape {arr.shape}')
+    return arr
+
+
 def eval_map(det_results: Sequence[Sequence[np.ndarray]], annotations: Sequence[dict[str, np.ndarray]],
              iou_thr: float = 0.5, mode: str = 'area', use_legacy_coordinate: bool = False,
              logger: Any = None, classes: Sequence[str] | None = None) -> tuple[float, list[dict[str, Any]]]:
@@ -179,17 +189,36 @@ def eval_map(det_results: Sequence[Sequence[np.ndarray]], annotations: Sequence[
     gt_img_all = np.concatenate(gt_img) if gt_img else np.zeros(0, np.int64)
     gt_ign_all = np.concatenate(gt_ign) if gt_ign else np.zeros(0, bool)
 
+    # all detections once, image by image (one concatenate per image, not per image and class), then
+    # grouped by class with a stable sort so that each class keeps the image order
+    all_dets, all_cls = [], []
+    for i, img_dets in enumerate(det_results):
+        if len(img_dets) != num_classes:
+            raise ValueError(f'eval_map: det_results[{i}] has {len(img_dets)} classes, det_results[0] has '
+                             f'{num_classes}')
+        counts = [len(d) for d in img_dets]
+        if not counts:
+            continue
+        try:
+            merged = np.concatenate(img_dets).astype(np.float32, copy=False)
+            ok = merged.ndim == 2 and merged.shape[1] == 5
+        except ValueError:  # e.g. an empty class given as np.array([]) of shape (0,)
+            ok = False
+        if not ok:
+            merged = np.concatenate([_as_dets(d, i, c) for c, d in enumerate(img_dets)])
+        all_dets.append(merged)
+        all_cls.append(np.repeat(np.arange(num_classes), counts))
+    dets_all = np.concatenate(all_dets) if all_dets else np.zeros((0, 5), np.float32)
+    cls_all = np.concatenate(all_cls) if all_cls else np.zeros(0, np.int64)
+    img_all = np.repeat(np.arange(len(all_dets)), [len(d) for d in all_dets])
+    # small non-negative ints: a stable sort of int16 keys is a radix sort
+    by_class = np.argsort(cls_all.astype(np.int16 if num_classes < 2**15 else np.int64), kind='stable')
+    class_ends = np.searchsorted(cls_all[by_class], np.arange(num_classes), side='right')
+
     results = []
     for c in range(num_classes):
-        per_img = []
-        for i in range(num_imgs):
-            if len(det_results[i]) != num_classes:
-                raise ValueError(f'eval_map: det_results[{i}] has {len(det_results[i])} classes, '
-                                 f'det_results[0] has {num_classes}')
-            per_img.append(np.asarray(det_results[i][c], np.float32).reshape(-1, 5))
-        counts = np.fromiter((len(x) for x in per_img), np.int64, count=num_imgs)
-        dets = np.concatenate(per_img) if num_imgs else np.zeros((0, 5), np.float32)
-        det_img = np.repeat(np.arange(num_imgs), counts)
+        idx = by_class[(class_ends[c - 1] if c else 0):class_ends[c]]
+        dets, det_img = dets_all[idx], img_all[idx]
         sel = gt_labels_all == c
         gt_ignore = gt_ign_all[sel]
         num_gts = int((~gt_ignore).sum())
