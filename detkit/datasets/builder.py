@@ -1,0 +1,23 @@
+"""``build_dataset``: a dataset (or wrapper) from its config dict."""
+from __future__ import annotations
+
+from typing import Any
+
+from detkit.registry import DATASETS
+
+__all__ = ['build_dataset']
+
+
+def build_dataset(cfg: dict | Any, default_args: dict | None = None) -> Any:
+    """Build a dataset from a config such as ``dict(type='VOCDataset', data_root=..., ann_file=..., ...)``.
+
+    Wrappers (``RepeatDataset``, ``ConcatDataset``) build their inner dataset configs themselves. An already
+    built dataset is returned unchanged.
+
+    Args:
+        cfg: the config dict (an mmengine ``ConfigDict`` works).
+        default_args: arguments added to ``cfg`` where it does not set them (e.g. ``dict(test_mode=True)``).
+    """
+    if not isinstance(cfg, dict):
+        return cfg
+    return DATASETS.build(cfg, default_args=default_args)

@@ -1,0 +1,78 @@
+"""Runtime bad data: an image that fails to decode in __getitem__ is warned about once, counted (also from
+data-loader workers) and replaced (training) or evaluated as a placeholder (test mode)."""
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from detkit.datasets import build_dataset, collate, shapes_dataset_cfg, worker_init_fn
+from detkit.datasets.base import BAD_IMAGE
+
+PIPELINE = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations'), dict(type='Resize', scale=(64, 64)),
+            dict(type='Normalize'), dict(type='PackDetInputs')]
+
+
+@pytest.fixture()
+def broken_voc(shapes_root, tmp_path):
+    """The shapes VOC dataset with image 2 replaced by garbage bytes and image 3 deleted (in a copy)."""
+    root = tmp_path / 'voc'
+    for d in ('JPEGImages', 'Annotations', 'ImageSets/Main'):
+        os.makedirs(root / d)
+    for sub in ('Annotations', 'ImageSets/Main'):
+        for name in os.listdir(os.path.join(shapes_root, sub)):
+            os.symlink(os.path.join(shapes_root, sub, name), root / sub / name)
+    for i, name in enumerate(sorted(os.listdir(os.path.join(shapes_root, 'JPEGImages')))):
+        if i == 2:
+            (root / 'JPEGImages' / name).write_bytes(b'\xff\xd8 not really a jpeg')
+        elif i != 3:
+            os.symlink(os.path.join(shapes_root, 'JPEGImages', name), root / 'JPEGImages' / name)
+    return dict(shapes_dataset_cfg(str(root), 'voc'), pipeline=PIPELINE)
+
+
+def test_unreadable_images_are_replaced_in_training(broken_voc, caplog):
+    ds = build_dataset(broken_voc)
+    assert len(ds) == 12 and not ds.bad_items  # headers are not read for VOC: found when loading
+    with caplog.at_level(logging.WARNING, logger='detkit'):
+        s2 = ds[2]
+        s2_again = ds[2]
+        s3 = ds[3]
+    assert s2['meta']['sample_idx'] == 4 and s2_again['meta']['sample_idx'] == 4 and s3['meta']['sample_idx'] == 4
+    msgs = [r.getMessage() for r in caplog.records]
+    assert len(msgs) == 2  # one line per bad file, not per access
+    assert any('train_000002.jpg' in m and 'not a decodable image' in m for m in msgs)
+    assert any('train_000003.jpg' in m and 'file not found' in m for m in msgs)
+    assert ds.bad_items == {BAD_IMAGE: 2}
+    assert '2 unreadable image' in ds.summary()
+
+
+def test_unreadable_image_is_a_placeholder_in_test_mode(broken_voc):
+    ds = build_dataset(dict(broken_voc, test_mode=True))
+    s = ds[2]
+    assert s['meta']['sample_idx'] == 2 and s['meta']['ori_shape'] == (160, 160)
+    assert s['inputs'].shape == (3, 64, 64)
+    assert len(s['gt_bboxes']) == len(ds.get_ann_info(2)['bboxes'])  # its ground truth still counts
+    assert ds.bad_items == {BAD_IMAGE: 1}
+
+
+def test_counts_from_data_loader_workers_reach_the_dataset(broken_voc):
+    ds = build_dataset(broken_voc)
+    loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=2, collate_fn=collate,
+                                         worker_init_fn=worker_init_fn)
+    batches = list(loader)
+    assert sum(len(b.metas) for b in batches) == 12
+    assert ds.bad_items == {BAD_IMAGE: 2}
+
+
+def test_too_many_consecutive_failures_raise(tmp_path):
+    (tmp_path / 'l.txt').write_text('a.jpg 1,1,3,3,0\n')
+    from detkit.datasets import TxtDataset
+    from PIL import Image
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / 'a.jpg')
+    ds = TxtDataset(data_root=str(tmp_path), ann_file='l.txt', classes=('x',), pipeline=PIPELINE, max_refetch=3)
+    (tmp_path / 'a.jpg').write_bytes(b'')
+    with pytest.raises(RuntimeError, match='could not be loaded'):
+        ds[0]

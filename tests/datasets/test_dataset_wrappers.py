@@ -1,0 +1,73 @@
+"""ConcatDataset, RepeatDataset, build_dataset, collate and the registry wiring."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from detkit.datasets import ConcatDataset, RepeatDataset, build_dataset, collate, shapes_dataset_cfg
+from detkit.registry import DATASETS, TRANSFORMS
+
+PIPELINE = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations'),
+            dict(type='Resize', scale=(96, 64), keep_ratio=True), dict(type='Normalize'), dict(type='PackDetInputs')]
+
+
+def test_registry_finds_every_dataset_and_transform_lazily():
+    for name in ('VOCDataset', 'CocoDataset', 'TxtDataset', 'ConcatDataset', 'RepeatDataset'):
+        assert DATASETS.get(name) is not None, name
+    for name in ('LoadImageFromFile', 'LoadAnnotations', 'PhotoMetricDistortion', 'Expand', 'MinIoURandomCrop',
+                 'Resize', 'RandomFlip', 'Normalize', 'Pad', 'PackDetInputs'):
+        assert TRANSFORMS.get(name) is not None, name
+
+
+def test_concat_and_repeat(shapes_root):
+    voc = shapes_dataset_cfg(shapes_root, 'voc')
+    coco = shapes_dataset_cfg(shapes_root, 'coco')
+    ds = build_dataset(dict(type='RepeatDataset', times=3,
+                            dataset=dict(type='ConcatDataset', datasets=[dict(voc, pipeline=PIPELINE),
+                                                                         dict(coco, pipeline=PIPELINE)])))
+    assert isinstance(ds, RepeatDataset) and isinstance(ds.dataset, ConcatDataset)
+    assert len(ds) == 3 * 24
+    assert ds.metainfo['classes'] == ('circle', 'square', 'triangle', 'star')
+    np.testing.assert_array_equal(ds.get_ann_info(12 + 5)['bboxes'], ds.get_ann_info(5)['bboxes'])
+    np.testing.assert_array_equal(ds.get_ann_info(24 + 1)['labels'], ds.get_ann_info(1)['labels'])
+    s = ds[24 + 13]
+    assert s['meta']['sample_idx'] == 13 and s['meta']['img_id'] == 2  # the COCO part, image id 2
+    assert ds.bad_items == {}
+    assert 'RepeatDataset(x3)' in ds.summary() and 'VOCDataset' in ds.summary()
+    with pytest.raises(IndexError):
+        ds.dataset.get_ann_info(24)
+
+
+def test_concat_requires_equal_classes(shapes_root):
+    voc = shapes_dataset_cfg(shapes_root, 'voc')
+    other = dict(voc, classes=('circle', 'square', 'triangle', 'star', 'moon'), skip_unknown_classes=True)
+    with pytest.raises(ValueError, match='dataset 1 .* must agree'):
+        ConcatDataset([voc, other])
+    with pytest.raises(ValueError, match='times'):
+        RepeatDataset(voc, times=0)
+
+
+def test_collate_pads_and_unpacks(shapes_root):
+    ds = build_dataset(dict(shapes_dataset_cfg(shapes_root, 'txt'), pipeline=PIPELINE))
+    samples = [ds[0], ds[1]]
+    samples[1]['inputs'] = samples[1]['inputs'][:, :50, :70]  # different sizes in one batch
+    batch = collate(samples)
+    images, targets, metas = batch
+    assert images.shape == (2, 3, 64, 64) and images.dtype == torch.float32
+    torch.testing.assert_close(images[1, :, :50, :70], samples[1]['inputs'])
+    assert (images[1, :, 50:] == 0).all() and (images[1, :, :, 70:] == 0).all()
+    assert batch['targets'] is targets and batch.metas is metas
+    assert set(targets[0]) == {'boxes', 'labels', 'ignore_boxes'}
+    torch.testing.assert_close(targets[0]['boxes'], samples[0]['gt_bboxes'])
+    assert metas[0]['batch_input_shape'] == (64, 64) and metas[0]['img_shape'] == (64, 64)
+    with pytest.raises(ValueError, match='empty'):
+        collate([])
+
+
+def test_build_dataset_passes_built_objects_and_default_args(shapes_root):
+    cfg = shapes_dataset_cfg(shapes_root, 'voc')
+    ds = build_dataset(cfg, default_args=dict(test_mode=True))
+    assert ds.test_mode and build_dataset(ds) is ds
+    with pytest.raises(KeyError, match="Did you mean 'VOCDataset'"):
+        build_dataset(dict(type='VocDataset'))

@@ -1,0 +1,70 @@
+"""The shapes generator: determinism, tight boxes, and identical boxes from the VOC, COCO and TXT loaders."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from detkit.datasets import SHAPE_CLASSES, build_dataset, generate_shapes, shapes_dataset_cfg
+from detkit.datasets.shapes import draw_shapes_image
+
+
+def test_three_formats_load_identical_boxes_and_labels(shapes_root):
+    datasets = {fmt: build_dataset(shapes_dataset_cfg(shapes_root, fmt)) for fmt in ('voc', 'coco', 'txt')}
+    samples = list(generate_shapes(12, seed=7, size=160, split='train'))
+    # filter_empty_gt could drop images; the generator always draws >= 1 object, so all 12 are there
+    for fmt, ds in datasets.items():
+        assert len(ds) == 12, fmt
+        assert ds.metainfo['classes'] == SHAPE_CLASSES
+    for i, s in enumerate(samples):
+        for fmt, ds in datasets.items():
+            ann = ds.get_ann_info(i)
+            np.testing.assert_array_equal(ann['bboxes'], s.bboxes, err_msg=fmt)
+            np.testing.assert_array_equal(ann['labels'], s.labels, err_msg=fmt)
+            assert ann['bboxes_ignore'].shape == (0, 4)
+            assert ds.get_data_info(i)['img_path'].endswith(f'{s.name}.jpg')
+
+
+def test_same_seed_same_data_other_seed_or_split_differs():
+    a = list(generate_shapes(3, seed=1, size=96))
+    b = list(generate_shapes(3, seed=1, size=96))
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x.image, y.image)
+        np.testing.assert_array_equal(x.bboxes, y.bboxes)
+    # image i does not depend on how many images are generated
+    np.testing.assert_array_equal(list(generate_shapes(1, seed=1, size=96))[0].image, a[0].image)
+    c = list(generate_shapes(3, seed=2, size=96))
+    v = list(generate_shapes(3, seed=1, size=96, split='val'))
+    assert not np.array_equal(a[0].image, c[0].image)
+    assert not np.array_equal(a[0].image, v[0].image)
+
+
+def test_boxes_are_tight_around_the_painted_shape():
+    """Without noise a lone object's pixels have one colour: their bounding rectangle is the box."""
+    for i in range(25):
+        img, boxes, labels = draw_shapes_image(np.random.default_rng(i), size=128, max_objects=1, noise=False)
+        assert boxes.shape == (1, 4) and len(labels) == 1
+        x1, y1, x2, y2 = boxes[0].astype(int)
+        colour = img[(y1 + y2) // 2, (x1 + x2) // 2]
+        mask = (img == colour).all(axis=2).astype(np.uint8)
+        mask[:y1] = mask[y2:] = 0  # ignore far-away background pixels that happen to match
+        mask[:, :x1] = mask[:, x2:] = 0
+        assert tuple(cv2.boundingRect(mask)) == (x1, y1, x2 - x1, y2 - y1), i
+
+
+def test_learnable_statistics():
+    """A handful of objects per image, none tiny, every class present."""
+    samples = list(generate_shapes(40, seed=0, size=160))
+    counts = [len(s.bboxes) for s in samples]
+    assert 1 <= min(counts) and max(counts) <= 5 and np.mean(counts) >= 2
+    sides = np.concatenate([np.minimum(s.bboxes[:, 2] - s.bboxes[:, 0], s.bboxes[:, 3] - s.bboxes[:, 1])
+                            for s in samples])
+    assert sides.min() >= 8  # occluded objects keep >= 60% of their pixels
+    assert set(np.concatenate([s.labels for s in samples]).tolist()) == set(range(len(SHAPE_CLASSES)))
+
+
+def test_argument_errors():
+    with pytest.raises(ValueError, match='num_classes'):
+        next(generate_shapes(1, num_classes=9))
+    with pytest.raises(ValueError, match='fmt'):
+        shapes_dataset_cfg('x', 'yolo')

@@ -1,0 +1,163 @@
+"""CocoMetric: the same numbers as pycocotools' COCOeval run directly on the same files; original category ids
+in the results JSON; in-memory ground truth for datasets without a COCO file."""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+import numpy as np
+import pytest
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from detkit.datasets import build_dataset, shapes_dataset_cfg, write_shapes
+from detkit.evaluation import CocoMetric, VOCMetric
+from detkit.registry import METRICS
+
+CATS = [dict(id=3, name='cat'), dict(id=17, name='dog'), dict(id=90, name='emu')]
+CLASSES = ('cat', 'dog', 'emu')  # labels 0, 1, 2 <-> ids 3, 17, 90
+
+
+def make_coco(rng, path, n=15):
+    images, anns, preds = [], [], []
+    for i in range(n):
+        img_id = 100 + 7 * i  # non-contiguous image ids too
+        h, w = int(rng.integers(200, 400)), int(rng.integers(200, 400))
+        images.append(dict(id=img_id, file_name=f'{img_id}.jpg', width=w, height=h))
+        m = int(rng.integers(0, 6))
+        xy = rng.uniform(0, 150, (m, 2))
+        wh = rng.uniform(4, 150, (m, 2))  # small, medium and large boxes
+        labels = rng.integers(0, 3, m)
+        crowd = rng.random(m) < 0.1
+        for b, lab, c in zip(np.hstack([xy, wh]).tolist(), labels, crowd):
+            anns.append(dict(id=len(anns) + 1, image_id=img_id, category_id=CATS[lab]['id'], bbox=b,
+                             area=b[2] * b[3], iscrowd=int(c)))
+        hits = np.hstack([xy, xy + wh]) + rng.normal(0, 4, (m, 4))
+        fxy = rng.uniform(0, 200, (3, 2))
+        boxes = np.vstack([hits, np.hstack([fxy, fxy + rng.uniform(5, 80, (3, 2))])]).astype(np.float32)
+        boxes[:, 2:] = np.maximum(boxes[:, 2:], boxes[:, :2] + 1)
+        preds.append(dict(img_id=img_id, ori_shape=(h, w), pred=dict(
+            boxes=boxes, scores=rng.random(len(boxes)).astype(np.float32),
+            labels=np.concatenate([labels, rng.integers(0, 3, 3)]))))
+    with open(path, 'w') as f:
+        json.dump(dict(images=images, annotations=anns, categories=CATS), f)
+    return preds
+
+
+def direct_cocoeval(ann_file, res_file):
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(ann_file)
+        dt = gt.loadRes(res_file)
+        e = COCOeval(gt, dt, 'bbox')
+        e.evaluate()
+        e.accumulate()
+        e.summarize()
+    return e.stats
+
+
+def test_equals_cocoeval_on_the_same_files(tmp_path, capsys):
+    ann_file = str(tmp_path / 'gt.json')
+    samples = make_coco(np.random.default_rng(0), ann_file)
+    metric = METRICS.build(dict(type='CocoMetric', ann_file=ann_file, outfile_prefix=str(tmp_path / 'out' / 'r')))
+    metric.dataset_meta = dict(classes=CLASSES)
+    metric.process(None, samples[:4])
+    metric.process(None, samples[4:])
+    out = metric.evaluate(len(samples))
+    printed = capsys.readouterr().out
+    assert printed.count('Average Precision') == 6 and printed.count('Average Recall') == 6
+    assert '| class' in printed and '| emu' in printed
+
+    res_file = str(tmp_path / 'out' / 'r.bbox.json')
+    stats = direct_cocoeval(ann_file, res_file)
+    names = ['bbox_mAP', 'bbox_mAP_50', 'bbox_mAP_75', 'bbox_mAP_s', 'bbox_mAP_m', 'bbox_mAP_l', 'bbox_AR_1',
+             'bbox_AR_10', 'bbox_AR_100', 'bbox_AR_s', 'bbox_AR_m', 'bbox_AR_l']
+    assert list(out) == [f'coco/{n}' for n in names]
+    np.testing.assert_allclose([out[f'coco/{n}'] for n in names], stats, rtol=0, atol=1e-12)
+    assert 0.05 < out['coco/bbox_mAP'] < 0.95
+
+    # the results JSON holds original category ids and xywh boxes
+    results = json.load(open(res_file))
+    assert {r['category_id'] for r in results} <= {3, 17, 90}
+    first = samples[0]['pred']
+    r0 = [r for r in results if r['image_id'] == samples[0]['img_id']][0]
+    x1, y1, x2, y2 = first['boxes'][0].tolist()
+    np.testing.assert_allclose(r0['bbox'], [x1, y1, x2 - x1, y2 - y1], rtol=1e-6)
+    assert r0['category_id'] == CATS[int(first['labels'][0])]['id']
+
+
+def test_in_memory_ground_truth_gives_the_same_numbers(tmp_path):
+    """Without ann_file the metric builds the COCO object from sample['gt']; crowd boxes become ignore boxes."""
+    ann_file = str(tmp_path / 'gt.json')
+    samples = make_coco(np.random.default_rng(1), ann_file)
+    coco = COCO(ann_file)
+    cat2label = {c['id']: i for i, c in enumerate(CATS)}
+    for s in samples:
+        anns = coco.imgToAnns[s['img_id']]
+        boxes = np.array([[a['bbox'][0], a['bbox'][1], a['bbox'][0] + a['bbox'][2], a['bbox'][1] + a['bbox'][3]]
+                          for a in anns], np.float32).reshape(-1, 4)
+        labels = np.array([cat2label[a['category_id']] for a in anns], np.int64)
+        crowd = np.array([a['iscrowd'] for a in anns], bool)
+        s['gt'] = dict(bboxes=boxes[~crowd], labels=labels[~crowd], bboxes_ignore=boxes[crowd],
+                       labels_ignore=labels[crowd])
+    with_file = CocoMetric(ann_file=ann_file, classwise=False)
+    in_memory = CocoMetric(classwise=False)
+    for m in (with_file, in_memory):
+        m.dataset_meta = dict(classes=CLASSES, cat_ids=(3, 17, 90))
+        m.process(None, samples)
+    a, b = with_file.evaluate(len(samples)), in_memory.evaluate(len(samples))
+    # areas in the file are w*h, as the in-memory object computes them: the stats agree
+    for k in a:
+        assert a[k] == pytest.approx(b[k], abs=1e-6), k
+
+
+def test_coco_metric_on_voc_layout_shapes(tmp_path):
+    """CocoMetric and VOCMetric both run on a VOC-layout dataset; perfect predictions score 1."""
+    write_shapes(str(tmp_path), num=4, fmt='voc', seed=3, size=96)
+    ds = build_dataset(dict(shapes_dataset_cfg(str(tmp_path), 'voc'), test_mode=True))
+    samples = []
+    for i in range(len(ds)):
+        gt = ds.get_ann_info(i)
+        samples.append(dict(img_id=ds.get_data_info(i)['img_id'], ori_shape=(96, 96), gt=gt, pred=dict(
+            boxes=gt['bboxes'], scores=np.linspace(1, 0.5, len(gt['bboxes'])), labels=gt['labels'])))
+    for metric, key in ((CocoMetric(), 'coco/bbox_mAP'), (VOCMetric(), 'voc/mAP')):
+        metric.dataset_meta = ds.metainfo
+        metric.process(None, samples)
+        assert metric.evaluate(len(samples))[key] == pytest.approx(1.0)
+
+
+def test_subset_classes_map_by_name_and_errors(tmp_path):
+    ann_file = str(tmp_path / 'gt.json')
+    samples = make_coco(np.random.default_rng(2), ann_file, n=4)
+    for s in samples:  # predictions only for labels of the subset ('emu', 'cat')
+        keep = s['pred']['labels'] < 2
+        s['pred'] = {k: v[keep] for k, v in s['pred'].items()}
+    metric = CocoMetric(ann_file=ann_file, outfile_prefix=str(tmp_path / 'sub'))
+    metric.dataset_meta = dict(classes=('emu', 'cat'))
+    metric.process(None, samples)
+    metric.evaluate(len(samples))
+    assert {r['category_id'] for r in json.load(open(tmp_path / 'sub.bbox.json'))} <= {90, 3}
+    bad = CocoMetric(ann_file=ann_file)
+    bad.dataset_meta = dict(classes=('emu', 'yak'))
+    bad.process(None, samples)
+    with pytest.raises(ValueError, match="'yak'"):
+        bad.evaluate(len(samples))
+    with pytest.raises(ValueError, match='bbox'):
+        CocoMetric(metric='segm')
+    with pytest.raises(FileNotFoundError, match='nope.json'):
+        CocoMetric(ann_file=str(tmp_path / 'nope.json'))
+
+
+def test_no_detections_and_format_only(tmp_path):
+    ann_file = str(tmp_path / 'gt.json')
+    samples = make_coco(np.random.default_rng(3), ann_file, n=3)
+    for s in samples:
+        s['pred'] = dict(boxes=np.zeros((0, 4)), scores=np.zeros(0), labels=np.zeros(0, np.int64))
+    m = CocoMetric(ann_file=ann_file)
+    m.dataset_meta = dict(classes=CLASSES)
+    m.process(None, samples)
+    assert set(m.evaluate(3).values()) == {0.0}
+    f = CocoMetric(ann_file=ann_file, format_only=True, outfile_prefix=str(tmp_path / 'fo'))
+    f.dataset_meta = dict(classes=CLASSES)
+    f.process(None, samples)
+    assert f.evaluate(3) == {} and (tmp_path / 'fo.bbox.json').exists()
