@@ -39,6 +39,8 @@ cuda-check: $(STAMP)
 
 bench: install
 	$(PY) benchmarks/bench_nms.py
+	$(PY) benchmarks/bench_data.py
+	$(PY) benchmarks/bench_eval.py
 
 clean:
 	rm -rf build detkit/_C*.so detkit/.ext-built *.egg-info
