@@ -74,7 +74,8 @@ def unpack_batch(batch: Any) -> Batch:
         try:
             return batch['images'], batch['targets'], batch['metas']
         except KeyError as e:
-            raise KeyError(f'a collated batch must hold "images", "targets" and "metas"; got keys {sorted(batch)}') from e
+            raise KeyError('a collated batch must hold "images", "targets" and "metas"; '
+                           f'got keys {sorted(batch)}') from e
     if isinstance(batch, (tuple, list)) and len(batch) == 3:
         return batch[0], batch[1], batch[2]
     raise TypeError(f'cannot read a collated batch of type {type(batch).__name__}: expected a dict with images, '

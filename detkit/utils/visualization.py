@@ -61,7 +61,7 @@ def draw_detections(img: np.ndarray, boxes: Any, labels: Any, scores: Any | None
         label = int(labels[i])
         color = class_color(label)
         x1, y1, x2, y2 = (int(round(float(v))) for v in boxes[i])
-        cv2.rectangle(out, (x1, y1), (x2, y2), color, thickness, lineType=cv2.LINE_AA)
+        cv2.rectangle(out, (x1, y1), (x2, y2), color, thickness)  # crisp: antialiasing only blurs axis-aligned lines
         name = class_names[label] if class_names is not None and 0 <= label < len(class_names) else str(label)
         caption = f'{name} {scores_np[i]:.2f}' if scores_np is not None else name
         (tw, th), base = cv2.getTextSize(caption, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
