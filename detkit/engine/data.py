@@ -9,7 +9,10 @@ Config (``train_dataloader`` / ``val_dataloader`` / ``test_dataloader``)::
 
 Shuffling is reproducible: the order of epoch ``e`` is a permutation drawn from a generator seeded with
 ``seed + e`` (torch's ``DistributedSampler`` does exactly this, also with one process), so a run resumed at epoch
-``e`` sees the same order as the uninterrupted run.
+``e`` sees the same order as the uninterrupted run. The augmentations repeat exactly too with ``num_workers=0``
+(they draw from the main process's RNGs, which checkpoints restore) or with non-persistent workers (each epoch's
+workers are seeded from the restored torch RNG). Persistent workers keep their RNG streams running from epoch to
+epoch, and a resumed run starts new ones: the same images in the same order, but different random augmentations.
 """
 from __future__ import annotations
 
