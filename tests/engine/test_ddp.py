@@ -44,6 +44,7 @@ def _worker(rank, world_size, port, work_dir, out_dir):
         destroy_dist()
 
 
+@pytest.mark.slow  # 20-40 s on two shared cores: two spawned interpreters import torch and train
 def test_ddp_two_ranks_match_each_other_and_a_single_process(tmp_path):
     port = _free_port()
     mp.spawn(_worker, args=(2, port, str(tmp_path / 'ddp'), str(tmp_path)), nprocs=2, join=True)
