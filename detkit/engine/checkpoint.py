@@ -14,6 +14,7 @@ A detkit checkpoint is a dict of tensors and plain containers only, so it loads 
 """
 from __future__ import annotations
 
+import logging
 import os
 import random
 import re
@@ -155,7 +156,7 @@ def load_model_weights(model: nn.Module, checkpoint: str | os.PathLike | dict[st
         model: the (unwrapped) detector.
         checkpoint: a path, or an already loaded checkpoint dict. A bare state dict (no ``state_dict`` key)
             is accepted too; a ``module.`` prefix left by ``DistributedDataParallel`` is removed.
-        strict: passed to ``load_state_dict``.
+        strict: passed to ``load_state_dict``; with ``False`` the weights that do not match are logged.
 
     Returns:
         The checkpoint's ``meta`` dict (empty when it has none).
@@ -167,7 +168,12 @@ def load_model_weights(model: nn.Module, checkpoint: str | os.PathLike | dict[st
                               f'"state_dict" of tensors (keys: {sorted(ckpt)[:10]})')
     if state and all(k.startswith('module.') for k in state):
         state = OrderedDict((k[len('module.'):], v) for k, v in state.items())
-    model.load_state_dict(state, strict=strict)
+    result = model.load_state_dict(state, strict=strict)
+    if result.missing_keys or result.unexpected_keys:  # only reached with strict=False
+        logging.getLogger('detkit').warning(
+            f'loaded {checkpoint if not isinstance(checkpoint, dict) else "checkpoint"} partially: '
+            f'{len(result.missing_keys)} weights not in the checkpoint ({result.missing_keys[:5]}...), '
+            f'{len(result.unexpected_keys)} checkpoint weights unused ({result.unexpected_keys[:5]}...)')
     return dict(ckpt.get('meta', {}))
 
 

@@ -1,4 +1,5 @@
 """Checkpoints: atomic writes, weights_only reads with clear errors, RNG states, latest-checkpoint lookup."""
+import logging
 import os
 import random
 
@@ -101,3 +102,13 @@ def test_load_model_weights_strips_ddp_prefix_and_returns_meta(tmp_path):
     meta = load_model_weights(net, tmp_path / 'w.pth')
     assert meta['dataset_meta']['classes'] == ('x',)
     assert torch.equal(net.weight, state['module.weight'])
+
+
+def test_partial_loading_reports_what_did_not_match(tmp_path, caplog, monkeypatch):
+    save_checkpoint({'state_dict': {'weight': torch.zeros(2, 2), 'extra.bias': torch.zeros(1)}}, tmp_path / 'p.pth')
+    net = torch.nn.Linear(2, 2)
+    monkeypatch.setattr(logging.getLogger('detkit'), 'propagate', True)  # let caplog see it
+    with caplog.at_level(logging.WARNING, logger='detkit'):
+        load_model_weights(net, tmp_path / 'p.pth', strict=False)
+    assert "['bias']" in caplog.text and "['extra.bias']" in caplog.text and 'p.pth' in caplog.text
+    assert net.weight.abs().sum() == 0
