@@ -4,6 +4,7 @@
 #
 #   tools/quickstart.sh                      # PYTHON=.venv/bin/python tools/quickstart.sh to pick the interpreter
 #   NUM_TRAIN=400 NUM_VAL=100 tools/quickstart.sh
+#   TRAIN_ARGS="--amp --cfg-options train_dataloader.batch_size=8" tools/quickstart.sh   # extra tools/train.py args
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
@@ -23,7 +24,8 @@ rm -rf "$DATA" "$WORK"  # the quickstart is a fixed recipe: start clean so no st
 "$PY" tools/dataset_converters/make_shapes.py --out "$DATA" --num "$NUM_VAL" --format voc --seed 0 --split val
 
 step "2/5 training"
-"$PY" tools/train.py "$CONFIG" --work-dir "$WORK"
+# shellcheck disable=SC2086  # TRAIN_ARGS is a list of arguments
+"$PY" tools/train.py "$CONFIG" --work-dir "$WORK" ${TRAIN_ARGS:-}
 CKPT=$(ls "$WORK"/best_*.pth 2>/dev/null | head -n 1 || true)
 if [ -z "$CKPT" ]; then CKPT=$(ls -v "$WORK"/epoch_*.pth | tail -n 1); fi
 echo "checkpoint: $CKPT"
