@@ -1,0 +1,242 @@
+"""Checkpoints: atomic writes, safe (``weights_only``) reads, RNG states as tensors, finding the latest one.
+
+A detkit checkpoint is a dict of tensors and plain containers only, so it loads with
+``torch.load(weights_only=True)`` (no pickled classes, no code run on load)::
+
+    {'meta': {'epoch', 'iter', 'seed', 'world_size', 'dataset_meta', 'config', 'best_score', 'best_ckpt',
+              'detkit_version', 'time'},
+     'state_dict': model weights,
+     'optimizer': optimizer state, 'param_schedulers': scheduler state, 'grad_scaler': AMP scaler state or None,
+     'rng_states': [per-rank RNG states (python, numpy, torch CPU, CUDA)]}
+
+``epoch`` and ``iter`` count what was *completed* when the checkpoint was written: resuming from
+``epoch_3.pth`` starts the fourth epoch.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+import tempfile
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = [
+    'CheckpointError', 'save_checkpoint', 'load_checkpoint', 'load_model_weights', 'find_latest_checkpoint',
+    'get_rng_state', 'set_rng_state', 'set_random_seed', 'to_checkpoint_safe'
+]
+
+_EPOCH_CKPT = re.compile(r'^epoch_(\d+)\.pth$')
+_PRIMITIVES = (str, int, float, bool, type(None))
+_DROP = object()  # marks a value to_checkpoint_safe leaves out
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file that cannot be read (truncated, corrupt, or holding objects other than tensors)."""
+
+
+def _check_safe(obj: Any, where: str) -> None:
+    """Raise ``TypeError`` naming the key path of the first value ``weights_only`` loading would reject."""
+    if isinstance(obj, (torch.Tensor, torch.Size) + _PRIMITIVES):
+        return
+    if isinstance(obj, dict):  # includes OrderedDict (model state dicts)
+        for k, v in obj.items():
+            if not isinstance(k, _PRIMITIVES):
+                raise TypeError(f'checkpoint key {where}[{k!r}] is a {type(k).__name__}; keys must be plain values')
+            _check_safe(v, f'{where}[{k!r}]')
+        return
+    if isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            _check_safe(v, f'{where}[{i}]')
+        return
+    raise TypeError(f'checkpoint value {where} is a {type(obj).__name__}; only tensors and plain containers '
+                    '(dict, list, tuple, str, int, float, bool, None) load with torch.load(weights_only=True)')
+
+
+def to_checkpoint_safe(obj: Any) -> Any:
+    """A copy of ``obj`` keeping only what a ``weights_only`` checkpoint can hold (other values are dropped).
+
+    Used for ``dataset_meta`` (class names, palette), which may hold numpy values or arbitrary objects.
+    """
+    if isinstance(obj, (torch.Tensor,) + _PRIMITIVES):
+        return obj
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(obj.copy())
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            v = to_checkpoint_safe(v)
+            if isinstance(k, _PRIMITIVES) and v is not _DROP:
+                out[k] = v
+        return out
+    if isinstance(obj, (list, tuple)):
+        items = [to_checkpoint_safe(v) for v in obj]
+        items = [v for v in items if v is not _DROP]
+        return tuple(items) if isinstance(obj, tuple) else items
+    return _DROP
+
+
+def save_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike) -> None:
+    """Write ``checkpoint`` to ``path`` atomically.
+
+    The bytes go to a temporary file in the same directory, are flushed and fsync'ed, and the file is then
+    renamed over ``path`` (``os.replace`` is atomic on POSIX): a crash or a full disk leaves either the old
+    file or the new one, never a half-written checkpoint.
+
+    Raises:
+        TypeError: naming the key of a value that ``torch.load(weights_only=True)`` could not read back.
+    """
+    path = os.fspath(path)
+    _check_safe(checkpoint, 'checkpoint')
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f'.{os.path.basename(path)}.', suffix='.tmp')
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    # make the rename itself durable
+    try:
+        dir_fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # some filesystems do not allow opening a directory
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 'cpu') -> dict[str, Any]:
+    """Read a checkpoint with ``torch.load(weights_only=True)``.
+
+    Raises:
+        FileNotFoundError: naming ``path`` when it does not exist.
+        CheckpointError: naming ``path`` when the file is truncated or corrupt, or holds pickled objects.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'checkpoint not found: {path}')
+    size = os.path.getsize(path)
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises RuntimeError, UnpicklingError, EOFError, ... depending on the damage
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if 'Weights only load failed' in str(e):
+            raise CheckpointError(
+                f'cannot load checkpoint {path}: it holds pickled Python objects, not only tensors and plain '
+                f'containers, so it was not written by detkit and is not loaded unsafely. '
+                f'({first_line})') from e
+        raise CheckpointError(f'cannot load checkpoint {path} ({size} bytes): the file is truncated or corrupt '
+                              f'({type(e).__name__}: {first_line}). Use an earlier checkpoint.') from e
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f'checkpoint {path} holds a {type(ckpt).__name__}, expected a dict')
+    return ckpt
+
+
+def load_model_weights(model: nn.Module, checkpoint: str | os.PathLike | dict[str, Any], strict: bool = True,
+                       map_location: str | torch.device = 'cpu') -> dict[str, Any]:
+    """Load a checkpoint's weights into ``model``.
+
+    Args:
+        model: the (unwrapped) detector.
+        checkpoint: a path, or an already loaded checkpoint dict. A bare state dict (no ``state_dict`` key)
+            is accepted too; a ``module.`` prefix left by ``DistributedDataParallel`` is removed.
+        strict: passed to ``load_state_dict``; with ``False`` the weights that do not match are logged.
+
+    Returns:
+        The checkpoint's ``meta`` dict (empty when it has none).
+    """
+    ckpt = load_checkpoint(checkpoint, map_location) if not isinstance(checkpoint, dict) else checkpoint
+    state = ckpt.get('state_dict', ckpt)
+    if not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f'checkpoint {checkpoint if not isinstance(checkpoint, dict) else ""} has no '
+                              f'"state_dict" of tensors (keys: {sorted(ckpt)[:10]})')
+    if state and all(k.startswith('module.') for k in state):
+        state = OrderedDict((k[len('module.'):], v) for k, v in state.items())
+    result = model.load_state_dict(state, strict=strict)
+    if result.missing_keys or result.unexpected_keys:  # only reached with strict=False
+        logging.getLogger('detkit').warning(
+            f'loaded {checkpoint if not isinstance(checkpoint, dict) else "checkpoint"} partially: '
+            f'{len(result.missing_keys)} weights not in the checkpoint ({result.missing_keys[:5]}...), '
+            f'{len(result.unexpected_keys)} checkpoint weights unused ({result.unexpected_keys[:5]}...)')
+    return dict(ckpt.get('meta', {}))
+
+
+def find_latest_checkpoint(work_dir: str | os.PathLike) -> str | None:
+    """The ``epoch_N.pth`` with the largest ``N`` in ``work_dir``, or ``None``."""
+    work_dir = os.fspath(work_dir)
+    if not os.path.isdir(work_dir):
+        return None
+    found = [(int(m.group(1)), name) for name in os.listdir(work_dir) if (m := _EPOCH_CKPT.match(name))]
+    return os.path.join(work_dir, max(found)[1]) if found else None
+
+
+def list_epoch_checkpoints(work_dir: str | os.PathLike) -> list[tuple[int, str]]:
+    """``(epoch, path)`` of every ``epoch_N.pth`` in ``work_dir``, oldest first."""
+    work_dir = os.fspath(work_dir)
+    found = [(int(m.group(1)), os.path.join(work_dir, name)) for name in os.listdir(work_dir)
+             if (m := _EPOCH_CKPT.match(name))]
+    return sorted(found)
+
+
+def set_random_seed(seed: int, deterministic: bool = False) -> None:
+    """Seed python, numpy and torch (CPU and every GPU)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+
+
+def get_rng_state() -> dict[str, Any]:
+    """This process's RNG states as tensors and plain values (what ``weights_only`` checkpoints can hold)."""
+    py_version, py_state, py_gauss = random.getstate()
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state = {
+        'python': torch.tensor(py_state, dtype=torch.int64),  # 625 words of 32 bits
+        'python_version': py_version,
+        'python_gauss': py_gauss,
+        'numpy': torch.from_numpy(np_keys.astype(np.int64)),  # 624 words of 32 bits
+        'numpy_name': np_name,
+        'numpy_pos': int(np_pos),
+        'numpy_has_gauss': int(np_has_gauss),
+        'numpy_gauss': float(np_gauss),
+        'torch': torch.get_rng_state(),
+        'cuda': None,
+    }
+    # only when CUDA is already in use: asking for the state would otherwise initialise CUDA on CPU runs
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state['cuda'] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`get_rng_state` returned."""
+    random.setstate((state['python_version'], tuple(int(x) for x in state['python'].tolist()),
+                     state['python_gauss']))
+    np.random.set_state((state['numpy_name'], state['numpy'].numpy().astype(np.uint32), state['numpy_pos'],
+                         state['numpy_has_gauss'], state['numpy_gauss']))
+    torch.set_rng_state(state['torch'].cpu())
+    if state.get('cuda') is not None and torch.cuda.is_available():
+        cuda_states = [s.cpu() for s in state['cuda']]
+        if len(cuda_states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda_states)
+        else:  # different machine: restore what matches
+            for i, s in enumerate(cuda_states[:torch.cuda.device_count()]):
+                torch.cuda.set_rng_state(s, i)

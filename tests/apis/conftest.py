@@ -1,0 +1,13 @@
+"""Make the toy detector/dataset/metric of tests/engine/toy.py importable as ``toy``."""
+import os
+import sys
+
+import pytest
+
+ENGINE_TESTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'engine')
+if ENGINE_TESTS not in sys.path:
+    sys.path.insert(0, ENGINE_TESTS)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line('markers', 'slow: takes more than 30 s on two CPU cores (still run in CI)')

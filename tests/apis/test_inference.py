@@ -1,0 +1,110 @@
+"""init_detector / inference_detector on the toy parts, and the result exchange formats."""
+import cv2
+import numpy as np
+import pytest
+import toy
+import torch
+
+from detkit.apis import build_test_pipeline, inference_detector, init_detector
+from detkit.apis.results import label_to_category, to_coco_detections, to_per_class_arrays
+from detkit.engine.checkpoint import save_checkpoint
+from detkit.engine.data import default_collate, unpack_batch
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+    """A toy config file and a checkpoint that stores the class names the way the trainer does."""
+    root = tmp_path_factory.mktemp('toy')
+    cfg_path = toy.write_toy_config(str(root / 'toy_cfg.py'), str(root / 'work'), data_root=str(root / 'data'))
+    torch.manual_seed(0)
+    model = toy.ToyDetector()
+    save_checkpoint({'state_dict': model.state_dict(), 'meta': {'dataset_meta': {'classes': ('a', 'b')}}},
+                    root / 'w.pth')
+    toy.ToyDataset(num_images=2, data_root=str(root / 'data'))  # writes the images
+    return cfg_path, str(root / 'w.pth'), model, root
+
+
+def test_init_detector_loads_weights_and_classes(trained):
+    cfg_path, ckpt, model, _ = trained
+    det = init_detector(cfg_path, ckpt, device='cpu')
+    assert not det.training and det.dataset_meta['classes'] == ('a', 'b')
+    for k, v in model.state_dict().items():
+        assert torch.equal(det.state_dict()[k], v)
+    # without a checkpoint the names come from the test dataset's class (ToyDataset.METAINFO)
+    assert init_detector(cfg_path).dataset_meta['classes'] == toy.CLASSES
+    # cfg_options apply
+    assert init_detector(cfg_path, cfg_options={'model.width': 4}).cls_conv.in_channels == 4
+
+
+def test_pipeline_starts_after_loading():
+    from mmengine.config import Config
+    transforms, load_opts = build_test_pipeline(Config(toy.toy_cfg_dict('/tmp/unused')))
+    assert [type(t).__name__ for t in transforms] == ['ToyResize', 'ToyNormalize', 'ToyPackDetInputs']
+    assert load_opts == {}
+
+
+def test_path_array_and_list_give_the_same_original_pixel_boxes(trained):
+    cfg_path, ckpt, model, root = trained
+    det = init_detector(cfg_path, ckpt)
+    path = str(root / 'data' / 'toy_001.png')
+    img = cv2.imread(path)
+    r_path = inference_detector(det, path)
+    r_arr = inference_detector(det, img)
+    r_list = inference_detector(det, [img, path])
+    assert isinstance(r_list, list) and len(r_list) == 2
+    for k in ('boxes', 'scores', 'labels'):
+        assert torch.equal(r_arr[k], r_path[k])
+        for r in r_list:  # batched convolutions may round differently in the last bits
+            torch.testing.assert_close(r[k], r_path[k])
+    assert r_path['boxes'].shape[1] == 4 and r_path['boxes'].dtype == torch.float32
+    assert len(r_path['boxes']) == len(r_path['scores']) == len(r_path['labels']) > 0
+
+    # the same as predicting by hand on the pipeline's input, rescaled from 64x64 back to the 80x60 original
+    sample = toy.ToyDataset(num_images=2, pipeline=toy.toy_pipeline())[1]
+    images, _, metas = unpack_batch(default_collate([sample]))
+    by_hand = model.eval().predict(images, metas, rescale=False)[0]
+    scale = torch.tensor([64 / 80, 64 / 60, 64 / 80, 64 / 60])
+    torch.testing.assert_close(r_path['boxes'], (by_hand['boxes'] / scale).clamp(min=0))
+    assert r_path['boxes'][:, 0::2].max() <= 80 and r_path['boxes'][:, 1::2].max() <= 60
+
+
+def test_bad_inputs_name_the_problem(trained):
+    cfg_path, ckpt, _, root = trained
+    det = init_detector(cfg_path, ckpt)
+    with pytest.raises(FileNotFoundError, match='nothing.jpg'):
+        inference_detector(det, str(root / 'nothing.jpg'))
+    with pytest.raises(ValueError, match='H x W x 3'):
+        inference_detector(det, np.zeros((4, 4, 4), np.uint8))
+    gray = inference_detector(det, np.full((60, 80), 90, np.uint8))  # grey images are accepted
+    assert gray['boxes'].shape[1] == 4
+    assert inference_detector(det, []) == []
+
+
+def _preds():
+    return [(1, {'img_id': 'b'}, dict(boxes=np.array([[0, 0, 10, 10]], np.float32), scores=np.array([0.5], np.float32),
+                                      labels=np.array([0]))),
+            (0, {'img_id': 'a'}, dict(boxes=np.array([[1, 2, 4, 8], [0, 0, 1, 1]], np.float32),
+                                      scores=np.array([0.9, 0.1], np.float32), labels=np.array([1, 0])))]
+
+
+def test_coco_detections_use_category_ids_and_xywh():
+    recs = to_coco_detections(_preds(), toy.ToyDataset(num_images=1))   # cat_ids = [10, 20]
+    assert recs[1] == dict(image_id='a', category_id=20, bbox=[1.0, 2.0, 3.0, 6.0], score=pytest.approx(0.9))
+    assert [r['category_id'] for r in recs] == [10, 20, 10]
+
+    class Voc:
+        pass
+
+    class Coco:
+        label2cat = {0: 7, 1: 3}
+
+    assert label_to_category(Voc())(2) == 3            # label + 1 when the dataset has no mapping
+    assert label_to_category(Coco())(1) == 3
+
+
+def test_per_class_arrays():
+    out = to_per_class_arrays(_preds(), num_classes=3)
+    assert len(out) == 2 and all(len(per_img) == 3 for per_img in out)
+    assert out[1][0].shape == (1, 5) and out[1][1].dtype == np.float32
+    np.testing.assert_allclose(out[1][1], [[1, 2, 4, 8, 0.9]])
+    assert out[0][2].shape == (0, 5)

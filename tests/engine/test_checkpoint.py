@@ -1,0 +1,114 @@
+"""Checkpoints: atomic writes, weights_only reads with clear errors, RNG states, latest-checkpoint lookup."""
+import logging
+import os
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from detkit.engine import checkpoint as ckpt_mod
+from detkit.engine.checkpoint import (CheckpointError, find_latest_checkpoint, get_rng_state, load_checkpoint,
+                                      load_model_weights, save_checkpoint, set_rng_state, to_checkpoint_safe)
+
+
+def test_round_trip_and_no_temporary_files_left(tmp_path):
+    path = tmp_path / 'epoch_1.pth'
+    data = {'meta': {'epoch': 1, 'classes': ('a', 'b'), 'best': None}, 'state_dict': {'w': torch.arange(4.0)}}
+    save_checkpoint(data, path)
+    loaded = load_checkpoint(path)
+    assert loaded['meta'] == data['meta'] and torch.equal(loaded['state_dict']['w'], data['state_dict']['w'])
+    assert os.listdir(tmp_path) == ['epoch_1.pth']
+
+
+def test_values_weights_only_cannot_read_are_refused_by_key(tmp_path):
+    with pytest.raises(TypeError, match=r"\['meta'\]\['mean'\].*ndarray"):
+        save_checkpoint({'meta': {'mean': np.zeros(3)}}, tmp_path / 'x.pth')
+    assert not os.listdir(tmp_path)
+    assert to_checkpoint_safe({'classes': ('a',), 'mean': np.float32(0.5), 'fn': print}) == \
+        {'classes': ('a',), 'mean': 0.5}
+
+
+def test_a_crash_while_writing_keeps_the_previous_file(tmp_path, monkeypatch):
+    path = tmp_path / 'epoch_1.pth'
+    save_checkpoint({'v': torch.tensor(1)}, path)
+
+    def half_write(obj, f):
+        f.write(b'PK\x03\x04 half a zip')
+        raise OSError('No space left on device')
+
+    monkeypatch.setattr(ckpt_mod.torch, 'save', half_write)
+    with pytest.raises(OSError, match='No space'):
+        save_checkpoint({'v': torch.tensor(2)}, path)
+    monkeypatch.undo()
+    assert load_checkpoint(path)['v'].item() == 1
+    assert os.listdir(tmp_path) == ['epoch_1.pth']
+
+
+def test_truncated_checkpoint_error_names_the_file(tmp_path):
+    good = tmp_path / 'epoch_2.pth'
+    save_checkpoint({'state_dict': {'w': torch.randn(1000)}}, good)
+    bad = tmp_path / 'epoch_3.pth'
+    bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match=r'epoch_3\.pth.*truncated or corrupt'):
+        load_checkpoint(bad)
+    junk = tmp_path / 'junk.pth'
+    junk.write_bytes(b'not a checkpoint at all')
+    with pytest.raises(CheckpointError, match='junk.pth'):
+        load_checkpoint(junk)
+    with pytest.raises(FileNotFoundError, match='missing.pth'):
+        load_checkpoint(tmp_path / 'missing.pth')
+
+
+def test_pickled_objects_are_not_loaded(tmp_path):
+    path = tmp_path / 'foreign.pth'
+
+    class Foreign:  # noqa: B903
+        pass
+
+    torch.save({'obj': {1, 2}, 'cls': Foreign.__name__, 'x': np.zeros(2)}, path)
+    with pytest.raises(CheckpointError, match='pickled Python objects'):
+        load_checkpoint(path)
+
+
+def test_rng_states_round_trip_through_a_checkpoint(tmp_path):
+    random.seed(1)
+    np.random.seed(2)
+    torch.manual_seed(3)
+    random.gauss(0, 1)  # leaves a cached gaussian in python's state
+    np.random.randn()
+    save_checkpoint({'rng': get_rng_state()}, tmp_path / 'rng.pth')
+    expected = (random.random(), random.gauss(0, 1), np.random.rand(3).tolist(), np.random.randn(),
+                torch.rand(3).tolist())
+    random.seed(99)
+    np.random.seed(99)
+    torch.manual_seed(99)
+    set_rng_state(load_checkpoint(tmp_path / 'rng.pth')['rng'])
+    got = (random.random(), random.gauss(0, 1), np.random.rand(3).tolist(), np.random.randn(), torch.rand(3).tolist())
+    assert got == expected
+
+
+def test_find_latest_checkpoint_orders_by_epoch_number(tmp_path):
+    assert find_latest_checkpoint(tmp_path) is None
+    for name in ('epoch_2.pth', 'epoch_10.pth', 'epoch_9.pth', 'best_voc_mAP_epoch_11.pth', 'epoch_x.pth'):
+        (tmp_path / name).write_bytes(b'')
+    assert find_latest_checkpoint(tmp_path) == str(tmp_path / 'epoch_10.pth')
+
+
+def test_load_model_weights_strips_ddp_prefix_and_returns_meta(tmp_path):
+    net = torch.nn.Linear(2, 2)
+    state = {f'module.{k}': v + 1 for k, v in net.state_dict().items()}
+    save_checkpoint({'state_dict': state, 'meta': {'dataset_meta': {'classes': ('x',)}}}, tmp_path / 'w.pth')
+    meta = load_model_weights(net, tmp_path / 'w.pth')
+    assert meta['dataset_meta']['classes'] == ('x',)
+    assert torch.equal(net.weight, state['module.weight'])
+
+
+def test_partial_loading_reports_what_did_not_match(tmp_path, caplog, monkeypatch):
+    save_checkpoint({'state_dict': {'weight': torch.zeros(2, 2), 'extra.bias': torch.zeros(1)}}, tmp_path / 'p.pth')
+    net = torch.nn.Linear(2, 2)
+    monkeypatch.setattr(logging.getLogger('detkit'), 'propagate', True)  # let caplog see it
+    with caplog.at_level(logging.WARNING, logger='detkit'):
+        load_model_weights(net, tmp_path / 'p.pth', strict=False)
+    assert "['bias']" in caplog.text and "['extra.bias']" in caplog.text and 'p.pth' in caplog.text
+    assert net.weight.abs().sum() == 0

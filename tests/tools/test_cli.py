@@ -1,0 +1,155 @@
+"""The command-line tools end to end on the toy parts: train -> resume -> test -> demo -> curves -> browse,
+and distributed training through tools/dist_train.sh (torchrun, 2 CPU processes, gloo)."""
+import glob
+import importlib.util
+import json
+import os
+import pickle
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import toy
+from mmengine.config import Config
+
+from detkit.utils.config import load_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ENGINE_TESTS = os.path.join(ROOT, 'tests', 'engine')
+
+
+def _env():
+    env = dict(os.environ)
+    env['PYTHONPATH'] = os.pathsep.join([ROOT, ENGINE_TESTS] + ([env['PYTHONPATH']] if env.get('PYTHONPATH') else []))
+    env['OMP_NUM_THREADS'] = '1'
+    return env
+
+
+def run_tool(*args, check=True):
+    proc = subprocess.run([sys.executable, *args], cwd=ROOT, env=_env(), capture_output=True, text=True,
+                          timeout=300)
+    if check and proc.returncode != 0:
+        raise AssertionError(f'{args[0]} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}')
+    return proc
+
+
+def load_tool(relpath):
+    spec = importlib.util.spec_from_file_location(os.path.basename(relpath)[:-3], os.path.join(ROOT, relpath))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp('cli')
+    cfg = toy.write_toy_config(str(root / 'toy_cfg.py'), str(root / 'unused'), data_root=str(root / 'data'))
+    work = root / 'work'
+    proc = run_tool('tools/train.py', cfg, '--work-dir', str(work), '--device', 'cpu', '--seed', '3',
+                    '--auto-scale-lr', '--cfg-options', 'train_cfg.max_epochs=2', 'default_hooks.logger.interval=1',
+                    'auto_scale_lr.base_batch_size=4')
+    return root, cfg, work, proc
+
+
+def test_train_writes_checkpoints_logs_and_a_reloadable_config(trained):
+    root, cfg, work, proc = trained
+    out = proc.stdout + proc.stderr
+    assert 'auto_scale_lr: lr 0.02 -> 0.01' in out
+    assert os.path.isfile(work / 'epoch_2.pth') and glob.glob(str(work / 'best_toy_mAP_epoch_*.pth'))
+    dumped = load_config(work / 'toy_cfg.py')
+    assert dumped.train_cfg.max_epochs == 2 and dumped.seed == 3 and dumped.auto_scale_lr.enable
+    assert dumped.work_dir == str(work)
+    lines = [json.loads(line) for line in open(glob.glob(str(work / '*.log.json'))[0])]
+    assert len([r for r in lines if r['mode'] == 'train']) == 8 and len([r for r in lines if r['mode'] == 'val']) == 2
+
+
+def test_resume_auto_continues_from_the_latest_epoch(trained):
+    root, cfg, work, _ = trained
+    proc = run_tool('tools/train.py', str(work / 'toy_cfg.py'), '--resume', '--cfg-options', 'train_cfg.max_epochs=3')
+    assert f'resumed from {work / "epoch_2.pth"}: epoch 2, iteration 8' in proc.stdout + proc.stderr
+    assert os.path.isfile(work / 'epoch_3.pth')
+    bad = root / 'bad.pth'
+    bad.write_bytes((work / 'epoch_2.pth').read_bytes()[:1000])
+    proc = run_tool('tools/train.py', cfg, '--work-dir', str(root / 'w2'), '--resume', str(bad), check=False)
+    assert proc.returncode != 0 and f'{bad}' in proc.stderr and 'truncated or corrupt' in proc.stderr
+
+
+def test_test_tool_evaluates_and_writes_json_pkl_and_images(trained):
+    root, cfg, work, _ = trained
+    ckpt = str(work / 'epoch_2.pth')
+    proc = run_tool('tools/test.py', cfg, ckpt, '--out', str(root / 'dets.json'), '--show-dir', str(root / 'vis'),
+                    '--work-dir', str(root / 'eval'), '--cfg-options', 'test_dataloader.batch_size=3')
+    assert 'toy/mAP:' in proc.stdout and 'toy metric:' in proc.stdout  # the metric printed its own table
+    dets = json.load(open(root / 'dets.json'))
+    assert dets and {d['image_id'] for d in dets} == {0, 1, 2, 3}
+    assert {d['category_id'] for d in dets} <= {10, 20} and all(len(d['bbox']) == 4 for d in dets)
+    assert sorted(os.listdir(root / 'vis')) == [f'toy_{i:03d}.png' for i in range(4)]
+    assert json.load(open(glob.glob(str(root / 'eval' / 'eval_*.json'))[0]))['metrics']['toy/num_images'] == 4
+
+    run_tool('tools/test.py', cfg, ckpt, '--out', str(root / 'dets.pkl'))
+    per_image = pickle.load(open(root / 'dets.pkl', 'rb'))
+    assert len(per_image) == 4 and all(len(c) == 2 for c in per_image)
+    assert all(a.dtype == np.float32 and a.shape[1] == 5 for c in per_image for a in c)
+    assert sum(len(a) for a in per_image[0]) == len([d for d in dets if d['image_id'] == 0])
+
+
+def test_eval_names_map_to_the_fixed_metric_types():
+    test_tool = load_tool('tools/test.py')
+    cfg = Config(dict(test_evaluator=dict(type='VOCMetric', iou_thr=0.5, eval_mode='area')))
+    assert test_tool.eval_metric_cfgs(['voc', 'coco'], cfg) == [
+        dict(type='VOCMetric', iou_thr=0.5, eval_mode='area'), dict(type='CocoMetric')]
+
+
+def test_demo_on_an_image_a_folder_and_a_video(trained):
+    root, cfg, work, _ = trained
+    ckpt = str(work / 'epoch_2.pth')
+    video = str(root / 'clip.mp4')
+    writer = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*'mp4v'), 5, (80, 60))
+    for i in range(3):
+        writer.write(toy.make_item(i)[0])
+    writer.release()
+    run_tool('tools/demo.py', cfg, ckpt, str(root / 'data' / 'toy_000.png'), '--out', str(root / 'one.jpg'),
+             '--score-thr', '0.1')
+    assert cv2.imread(str(root / 'one.jpg')).shape == (60, 80, 3)
+    run_tool('tools/demo.py', cfg, ckpt, str(root / 'data'), '--out', str(root / 'demo_dir'))
+    assert len(os.listdir(root / 'demo_dir')) == 8
+    run_tool('tools/demo.py', cfg, ckpt, video, '--out', str(root / 'clip_det.mp4'), '--score-thr', '0.1')
+    cap = cv2.VideoCapture(str(root / 'clip_det.mp4'))
+    frames = 0
+    while cap.read()[0]:
+        frames += 1
+    assert frames == 3
+    proc = run_tool('tools/demo.py', cfg, ckpt, str(root / 'missing.png'), check=False)
+    assert proc.returncode != 0 and 'missing.png' in proc.stderr
+
+
+def test_plot_curves_and_browse_dataset(trained):
+    root, cfg, work, _ = trained
+    logs = sorted(glob.glob(str(work / '*.log.json')))
+    run_tool('tools/analysis/plot_curves.py', *logs, '--out', str(root / 'curves.png'))
+    img = cv2.imread(str(root / 'curves.png'))
+    assert img.shape == (460, 1280, 3) and (img < 250).any()
+    run_tool('tools/analysis/browse_dataset.py', cfg, '--out', str(root / 'browse'), '--num', '3')
+    shots = sorted(os.listdir(root / 'browse'))
+    assert len(shots) == 3
+    # un-normalised: the grey background (90) comes back, not a black or saturated image
+    shot = cv2.imread(str(root / 'browse' / shots[0]))
+    assert abs(float(np.median(shot)) - 90) < 6
+
+
+def test_dist_train_sh_two_cpu_processes(trained):
+    root, cfg, _, _ = trained
+    work = root / 'dist'
+    env = _env()
+    env['PYTHON'] = sys.executable
+    env['PORT'] = str(29500 + os.getpid() % 1000)
+    proc = subprocess.run(['bash', 'tools/dist_train.sh', cfg, '2', '--work-dir', str(work), '--device', 'cpu',
+                           '--cfg-options', 'train_cfg.max_epochs=1'], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert '2 process(es) x batch 2' in proc.stdout + proc.stderr
+    assert os.path.isfile(work / 'epoch_1.pth')
+    usage = subprocess.run(['bash', 'tools/dist_train.sh'], cwd=ROOT, capture_output=True, text=True)
+    assert usage.returncode == 2 and 'usage' in usage.stderr

@@ -1,0 +1,103 @@
+"""Run a detector on an image, a folder of images or a video and write annotated copies.
+
+    python tools/demo.py CONFIG CHECKPOINT photo.jpg                      # -> outputs/demo/photo.jpg
+    python tools/demo.py CONFIG CHECKPOINT images/ --out vis/             # every image in the folder
+    python tools/demo.py CONFIG CHECKPOINT clip.mp4 --out clip_det.mp4    # annotated video (mp4v)
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import os.path as osp
+
+import cv2
+
+from detkit.apis import inference_detector, init_detector
+from detkit.utils.visualization import draw_detections
+
+IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
+VIDEO_EXTS = ('.mp4', '.avi', '.mov', '.mkv', '.m4v', '.webm', '.mpg', '.mpeg')
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description='Detect objects in images or a video')
+    p.add_argument('config', help='config file')
+    p.add_argument('checkpoint', help='checkpoint file')
+    p.add_argument('input', help='an image, a folder of images, or a video')
+    p.add_argument('--out', default='outputs/demo',
+                   help='output folder (images), or a file: an image path for one image, a .mp4 for a video')
+    p.add_argument('--score-thr', type=float, default=0.3, help='draw detections scoring at least this')
+    p.add_argument('--device', default='cpu', help='cpu or cuda')
+    return p.parse_args(argv)
+
+
+def _image_out_path(out: str, src: str, single: bool) -> str:
+    if single and out.lower().endswith(IMAGE_EXTS):
+        return out
+    return osp.join(out, osp.basename(src))
+
+
+def run_images(model, paths: list[str], out: str, score_thr: float, single: bool) -> list[str]:
+    classes = model.dataset_meta.get('classes')
+    written = []
+    for path in paths:
+        img = cv2.imread(path)
+        if img is None:
+            print(f'skipped {path}: not an image OpenCV can read')
+            continue
+        det = inference_detector(model, img)
+        vis = draw_detections(img, det['boxes'], det['labels'], det['scores'], classes, score_thr)
+        dst = _image_out_path(out, path, single)
+        os.makedirs(osp.dirname(osp.abspath(dst)), exist_ok=True)
+        cv2.imwrite(dst, vis)
+        n = int((det['scores'] >= score_thr).sum())
+        print(f'{path}: {n} detections >= {score_thr} -> {dst}')
+        written.append(dst)
+    return written
+
+
+def run_video(model, path: str, out: str, score_thr: float) -> str:
+    cap = cv2.VideoCapture(path)
+    if not cap.isOpened():
+        raise SystemExit(f'cannot open video {path}')
+    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    dst = out if out.lower().endswith(VIDEO_EXTS) else osp.join(out, osp.splitext(osp.basename(path))[0] + '.mp4')
+    os.makedirs(osp.dirname(osp.abspath(dst)), exist_ok=True)
+    writer = cv2.VideoWriter(dst, cv2.VideoWriter_fourcc(*'mp4v'), fps, (w, h))
+    classes = model.dataset_meta.get('classes')
+    frames = 0
+    try:
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            det = inference_detector(model, frame)
+            writer.write(draw_detections(frame, det['boxes'], det['labels'], det['scores'], classes, score_thr))
+            frames += 1
+    finally:
+        cap.release()
+        writer.release()
+    print(f'{path}: {frames} frames -> {dst}')
+    return dst
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    model = init_detector(args.config, args.checkpoint, device=args.device)
+    src = args.input
+    if osp.isdir(src):
+        paths = sorted(osp.join(src, f) for f in os.listdir(src) if f.lower().endswith(IMAGE_EXTS))
+        if not paths:
+            raise SystemExit(f'no images ({", ".join(IMAGE_EXTS)}) in {src}')
+        run_images(model, paths, args.out, args.score_thr, single=False)
+    elif not osp.isfile(src):
+        raise SystemExit(f'input not found: {src}')
+    elif src.lower().endswith(VIDEO_EXTS):
+        run_video(model, src, args.out, args.score_thr)
+    else:
+        run_images(model, [src], args.out, args.score_thr, single=True)
+
+
+if __name__ == '__main__':
+    main()
