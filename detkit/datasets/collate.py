@@ -54,8 +54,12 @@ def collate(batch: Sequence[dict[str, Any]]) -> DetBatch:
     for i, sample in enumerate(batch):
         _, sh, sw = sample['inputs'].shape
         images[i, :, :sh, :sw] = sample['inputs']
-        targets.append(dict(boxes=sample['gt_bboxes'], labels=sample['gt_labels'],
-                            ignore_boxes=sample['gt_bboxes_ignore']))
+        # samples of a pipeline without LoadAnnotations (inference) carry no ground truth: empty targets
+        boxes = sample.get('gt_bboxes')
+        targets.append(dict(
+            boxes=boxes if boxes is not None else images.new_zeros((0, 4)),
+            labels=sample['gt_labels'] if 'gt_labels' in sample else torch.zeros(0, dtype=torch.long),
+            ignore_boxes=sample['gt_bboxes_ignore'] if 'gt_bboxes_ignore' in sample else images.new_zeros((0, 4))))
         metas.append(dict(sample['meta'], batch_input_shape=(h, w)))
     return DetBatch(images, targets, metas)
 
