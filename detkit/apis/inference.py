@@ -22,7 +22,7 @@ from mmengine.config import Config
 from torch import nn
 
 from detkit.engine.checkpoint import load_model_weights
-from detkit.engine.data import get_collate_fn, unpack_batch
+from detkit.datasets import collate
 from detkit.registry import DATASETS, MODELS, TRANSFORMS
 from detkit.utils.config import load_config
 
@@ -167,7 +167,7 @@ def inference_detector(model: nn.Module, imgs: ImageInput | Sequence[ImageInput]
             if results is None:
                 raise RuntimeError(f'test pipeline step {type(t).__name__} dropped image {path or i}')
         samples.append(results)
-    images, _, metas = unpack_batch(get_collate_fn()(samples))
+    images, _, metas = collate(samples)
     device = next(model.parameters()).device
     preds = model.predict(images.to(device), metas, rescale=True)
     out = [{k: v.detach().cpu() for k, v in p.items() if k in ('boxes', 'scores', 'labels')} for p in preds]

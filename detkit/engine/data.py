@@ -1,4 +1,4 @@
-"""Data loaders from config: samplers seeded per epoch, worker seeding, the batch collate function.
+"""Data loaders from config: samplers seeded per epoch, with detkit.datasets' collate and worker seeding.
 
 Config (``train_dataloader`` / ``val_dataloader`` / ``test_dataloader``)::
 
@@ -16,73 +16,15 @@ epoch, and a resumed run starts new ones: the same images in the same order, but
 """
 from __future__ import annotations
 
-import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, SequentialSampler
 
-from detkit.registry import DATASETS
+from detkit.datasets import build_dataset, collate, worker_init_fn
 
-__all__ = ['build_dataset', 'build_dataloader', 'default_collate', 'get_collate_fn', 'unpack_batch',
-           'worker_init_fn', 'find_dataset_attr']
-
-Batch = tuple[torch.Tensor, list[dict[str, torch.Tensor]], list[dict[str, Any]]]
-
-
-def default_collate(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Batch packed samples (the data-sample contract in docs/conventions.md).
-
-    Used when ``detkit.datasets.collate`` does not exist; it follows the same contract.
-
-    Returns:
-        ``images`` ``Tensor[N, 3, H, W]`` zero-padded at the bottom/right to the largest sample, ``targets`` (list
-        of dicts ``boxes`` ``Tensor[M, 4]``, ``labels`` ``Tensor[M]``, ``ignore_boxes`` ``Tensor[K, 4]`` in
-        input-image pixels) and ``metas`` (list of dicts).
-    """
-    if not samples:
-        raise ValueError('cannot collate an empty batch')
-    h = max(s['inputs'].shape[-2] for s in samples)
-    w = max(s['inputs'].shape[-1] for s in samples)
-    first = samples[0]['inputs']
-    images = first.new_zeros((len(samples), first.shape[0], h, w))
-    targets, metas = [], []
-    for i, s in enumerate(samples):
-        img = s['inputs']
-        images[i, :, :img.shape[-2], :img.shape[-1]] = img
-        boxes = torch.as_tensor(s.get('gt_bboxes', torch.zeros(0, 4)), dtype=torch.float32).reshape(-1, 4)
-        labels = torch.as_tensor(s.get('gt_labels', torch.zeros(0)), dtype=torch.int64).reshape(-1)
-        ignore = torch.as_tensor(s.get('gt_bboxes_ignore', torch.zeros(0, 4)), dtype=torch.float32).reshape(-1, 4)
-        targets.append(dict(boxes=boxes, labels=labels, ignore_boxes=ignore))
-        metas.append(dict(s.get('meta', {})))
-    return dict(images=images, targets=targets, metas=metas)
-
-
-def get_collate_fn() -> Callable[[Sequence[Mapping[str, Any]]], Any]:
-    """``detkit.datasets.collate`` when the datasets package provides it, else :func:`default_collate`."""
-    try:
-        from detkit.datasets import collate  # noqa: PLC0415 (lazy: datasets is another part of detkit)
-    except ImportError:
-        return default_collate
-    if not callable(collate):  # a module named collate holding the function
-        collate = getattr(collate, 'collate', None)
-    return collate if callable(collate) else default_collate
-
-
-def unpack_batch(batch: Any) -> Batch:
-    """``(images, targets, metas)`` from a collated batch given as a dict or as a 3-tuple."""
-    if isinstance(batch, Mapping):
-        try:
-            return batch['images'], batch['targets'], batch['metas']
-        except KeyError as e:
-            raise KeyError('a collated batch must hold "images", "targets" and "metas"; '
-                           f'got keys {sorted(batch)}') from e
-    if isinstance(batch, (tuple, list)) and len(batch) == 3:
-        return batch[0], batch[1], batch[2]
-    raise TypeError(f'cannot read a collated batch of type {type(batch).__name__}: expected a dict with images, '
-                    f'targets, metas or a 3-tuple')
+__all__ = ['build_dataloader', 'batch_to_device', 'find_dataset_attr']
 
 
 def batch_to_device(images: torch.Tensor, targets: list[dict[str, torch.Tensor]],
@@ -92,29 +34,6 @@ def batch_to_device(images: torch.Tensor, targets: list[dict[str, torch.Tensor]]
     targets = [{k: (v.to(device, non_blocking=non_blocking) if isinstance(v, torch.Tensor) else v)
                 for k, v in t.items()} for t in targets]
     return images, targets
-
-
-def worker_init_fn(worker_id: int) -> None:
-    """Seed python and numpy in a loader worker, and stop OpenCV from spawning threads there.
-
-    torch seeds each worker with ``base_seed + worker_id`` (``base_seed`` drawn from the main process, so it
-    differs per epoch, per rank and per run seed), but python's and numpy's RNGs are copies of the parent's:
-    without this, every worker would draw the same "random" augmentations.
-    """
-    seed = torch.initial_seed() % 2**32
-    random.seed(seed)
-    np.random.seed(seed)
-    try:
-        import cv2  # noqa: PLC0415
-        # one image per worker already fills the cores; OpenCV's own thread pool only oversubscribes them
-        cv2.setNumThreads(0)
-    except ImportError:
-        pass
-
-
-def build_dataset(dataset_cfg: Mapping[str, Any]) -> Dataset:
-    """``DATASETS.build(dataset_cfg)``."""
-    return DATASETS.build(dataset_cfg)
 
 
 def build_dataloader(loader_cfg: Mapping[str, Any], *, train: bool, seed: int = 0, rank: int = 0,
@@ -160,7 +79,7 @@ def build_dataloader(loader_cfg: Mapping[str, Any], *, train: bool, seed: int = 
         if loader_cfg.get('prefetch_factor') is not None:
             kwargs['prefetch_factor'] = int(loader_cfg['prefetch_factor'])
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-                      collate_fn=get_collate_fn(), worker_init_fn=worker_init_fn,
+                      collate_fn=collate, worker_init_fn=worker_init_fn,
                       pin_memory=(device_type == 'cuda') if pin_memory is None else bool(pin_memory),
                       drop_last=bool(loader_cfg.get('drop_last', False)) and train, **kwargs)
 

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from detkit.registry import METRICS
 
-from .data import batch_to_device, unpack_batch
+from .data import batch_to_device
 from .dist import is_distributed, is_main_process
 
 __all__ = ['evaluate', 'build_metrics', 'EvalResult', 'pred_to_numpy', 'select_main_metric']
@@ -110,7 +110,7 @@ def evaluate(model: nn.Module, loader: DataLoader, metrics: Sequence[Any], devic
                disable=not is_main_process() or not sys.stderr.isatty())
     try:
         for batch in loader:
-            images, targets, metas = unpack_batch(batch)
+            images, targets, metas = batch
             images, _ = batch_to_device(images, [], device)
             if autocast_dtype is not None:
                 with torch.autocast(device_type=device.type, dtype=autocast_dtype):

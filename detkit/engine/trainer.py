@@ -38,7 +38,7 @@ from detkit.registry import MODELS
 
 from .checkpoint import (find_latest_checkpoint, get_rng_state, list_epoch_checkpoints, load_checkpoint,
                          load_model_weights, save_checkpoint, set_random_seed, set_rng_state, to_checkpoint_safe)
-from .data import batch_to_device, build_dataloader, find_dataset_attr, unpack_batch
+from .data import batch_to_device, build_dataloader, find_dataset_attr
 from .dist import (all_gather_object, all_reduce_mean, any_across_ranks, barrier, broadcast_object, get_rank,
                    get_world_size, is_distributed)
 from .evaluator import build_metrics, evaluate, select_main_metric
@@ -312,7 +312,7 @@ class Trainer:
 
     def train_step(self, batch: Any, iter_in_epoch: int = 0) -> dict[str, float]:
         """Losses -> NaN/inf check -> backward -> step on one collated batch; returns the loss values."""
-        images, targets, _ = unpack_batch(batch)
+        images, targets, _ = batch
         images, targets = batch_to_device(images, targets, self.device)
         with self.optim_wrapper.autocast():
             losses = self.loss_model(images, targets)

@@ -8,7 +8,7 @@ import torch
 from detkit.apis import build_test_pipeline, inference_detector, init_detector
 from detkit.apis.results import label_to_category, to_coco_detections, to_per_class_arrays
 from detkit.engine.checkpoint import save_checkpoint
-from detkit.engine.data import default_collate, unpack_batch
+from detkit.datasets import collate
 
 
 @pytest.fixture(scope='module')
@@ -61,7 +61,7 @@ def test_path_array_and_list_give_the_same_original_pixel_boxes(trained):
 
     # the same as predicting by hand on the pipeline's input, rescaled from 64x64 back to the 80x60 original
     sample = toy.ToyDataset(num_images=2, pipeline=toy.toy_pipeline())[1]
-    images, _, metas = unpack_batch(default_collate([sample]))
+    images, _, metas = collate([sample])
     by_hand = model.eval().predict(images, metas, rescale=False)[0]
     scale = torch.tensor([64 / 80, 64 / 60, 64 / 80, 64 / 60])
     torch.testing.assert_close(r_path['boxes'], (by_hand['boxes'] / scale).clamp(min=0))

@@ -1,4 +1,4 @@
-"""Data loading: the contract's collate, epoch-seeded shuffling, worker seeding, evaluation order."""
+"""Data loading: epoch-seeded shuffling, worker seeding, evaluation order."""
 import cv2
 import numpy as np
 import pytest
@@ -6,40 +6,8 @@ import toy
 import torch
 from torch.utils.data import Dataset
 
-from detkit.engine.data import build_dataloader, default_collate, get_collate_fn, unpack_batch
+from detkit.engine.data import build_dataloader
 from detkit.engine.evaluator import evaluate
-
-
-def _sample(h, w, n_boxes):
-    return {'inputs': torch.ones(3, h, w), 'gt_bboxes': torch.ones(n_boxes, 4), 'gt_labels': torch.zeros(n_boxes),
-            'meta': {'img_id': h}}
-
-
-def test_default_collate_pads_to_the_largest_and_keeps_targets():
-    batch = default_collate([_sample(4, 6, 2), _sample(5, 3, 0)])
-    images, targets, metas = unpack_batch(batch)
-    assert images.shape == (2, 3, 5, 6)
-    assert images[0, :, 4:].abs().sum() == 0 and images[1, :, :, 3:].abs().sum() == 0  # zero padding
-    assert images[1, :, :5, :3].min() == 1
-    assert targets[0]['boxes'].shape == (2, 4) and targets[0]['labels'].dtype == torch.int64
-    assert targets[1]['boxes'].shape == (0, 4) and targets[1]['ignore_boxes'].shape == (0, 4)
-    assert [m['img_id'] for m in metas] == [4, 5]
-
-
-def test_unpack_batch_accepts_a_tuple_and_names_missing_keys():
-    assert unpack_batch((1, 2, 3)) == (1, 2, 3)
-    with pytest.raises(KeyError, match='metas'):
-        unpack_batch({'images': 1, 'targets': 2})
-
-
-def test_collate_comes_from_datasets_when_provided():
-    fn = get_collate_fn()
-    try:
-        from detkit.datasets import collate  # noqa: F401
-    except ImportError:
-        assert fn is default_collate
-    else:
-        assert fn is not default_collate
 
 
 class Indices(Dataset):
@@ -52,7 +20,7 @@ class Indices(Dataset):
 
 
 def _order(loader):
-    return [m['idx'] for b in loader for m in unpack_batch(b)[2]]
+    return [m['idx'] for b in loader for m in b.metas]
 
 
 def test_train_order_is_a_function_of_seed_and_epoch():
@@ -75,11 +43,11 @@ def test_train_order_is_a_function_of_seed_and_epoch():
 def test_workers_draw_different_numpy_streams_and_leave_opencv_single_threaded():
     loader = build_dataloader(dict(batch_size=1, num_workers=2, persistent_workers=True), train=False,
                               dataset=Indices())
-    metas = [m for b in loader for m in unpack_batch(b)[2]]
+    metas = [m for b in loader for m in b.metas]
     values = [m['np'] for m in metas]
     # forked workers inherit the parent's numpy state: unseeded, both would draw the same numbers
     assert len(set(values)) == len(values)
-    assert {m['cv2_threads'] for m in metas} == {1}  # cv2.setNumThreads(0) ran in the workers
+    assert {m['cv2_threads'] for m in metas} == {1}  # worker_init_fn gave each worker one OpenCV thread
 
 
 def test_evaluate_feeds_metrics_the_protocol_in_dataset_order(tmp_path):

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from detkit.apis.inference import find_dataset_cfg
-from detkit.engine.data import build_dataset
+from detkit.datasets import build_dataset
 from detkit.utils.config import DictAction, load_config
 from detkit.utils.visualization import draw_detections
 
