@@ -28,9 +28,10 @@ detkit/.ext-built: $(EXT_SOURCES) setup.py compile.sh
 test: install
 	$(PY) -m pytest -x -q tests
 
+# generate the shapes dataset, train a small SSD on the CPU, evaluate (VOC table, COCO summary), demo, curves;
+# everything lands in work_dirs/quickstart/
 quickstart: install
-	$(PY) tools/nms_example.py
-	$(PY) benchmarks/bench_nms.py --quick
+	PYTHON=$(PY) bash tools/quickstart.sh
 
 # Compile and link the CUDA kernels without a GPU (nvcc + the CUDA build of torch) into build/cuda-check,
 # then check in a fresh process that the library registers CUDA kernels for detkit::nms and batched_nms.
