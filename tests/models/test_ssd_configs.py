@@ -126,3 +126,20 @@ def test_ssdlite_at_the_wrong_size_is_refused(built):
         model.predict(torch.zeros(1, 3, 300, 300), rescale=False)
     results = model.predict(torch.zeros(1, 3, 320, 320), rescale=False)
     assert results[0]['boxes'].shape[1] == 4
+
+
+def test_flops_match_torchvision_published_ops():
+    """tools/analysis/get_flops.py counts 34.858 GMACs for SSD300 with 91 classes, torchvision's published figure."""
+    import importlib.util
+
+    from torchvision.models.detection import SSD300_VGG16_Weights
+
+    path = CONFIGS.parents[1] / 'tools' / 'analysis' / 'get_flops.py'
+    spec = importlib.util.spec_from_file_location('get_flops', path)
+    get_flops = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(get_flops)
+    cfg = load_config(CONFIGS / 'ssd300_coco.py', {'model.bbox_head.num_classes': 90})
+    stats = get_flops.count(MODELS.build(cfg.model).eval(), (300, 300))
+    meta = SSD300_VGG16_Weights.COCO_V1.meta
+    assert stats['params'] == meta['num_params'] == 35_641_826
+    assert round(stats['flops'] / 2e9, 3) == meta['_ops'] == 34.858  # torchvision reports multiply-adds

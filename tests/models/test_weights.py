@@ -53,3 +53,21 @@ def test_converted_model_trains_and_predicts(models):
 def test_unknown_keys_are_refused():
     with pytest.raises(ValueError, match='unexpected key'):
         convert_torchvision_ssd300_vgg16({'backbone.mystery.weight': torch.zeros(1)})
+
+
+def test_converter_script(tmp_path, torchvision_ssd300):
+    import runpy
+    import sys
+
+    src, dst = tmp_path / 'tv.pth', tmp_path / 'detkit.pth'
+    torch.save(torchvision_ssd300(21).state_dict(), src)
+    script = Path(__file__).resolve().parents[2] / 'tools' / 'model_converters' / 'torchvision_to_detkit.py'
+    argv = sys.argv
+    try:
+        sys.argv = [str(script), 'ssd300_vgg16', str(src), str(dst)]
+        runpy.run_path(str(script), run_name='__main__')
+    finally:
+        sys.argv = argv
+    state = torch.load(dst, weights_only=True)['state_dict']
+    assert state['bbox_head.cls_convs.0.weight'].shape == (4 * 21, 512, 3, 3)
+    assert 'backbone.l2_norm.weight' in state

@@ -1,0 +1,188 @@
+"""SSD300-VGG16: detkit vs torchvision's ``ssd300_vgg16`` on the CPU, same weights, same batch.
+
+    python benchmarks/bench_models.py [--batch 8] [--iters 10] [--threads N] [--quick]
+
+Both models have 81 classes (80 + background) and the same weights (torchvision's random initialisation copied
+into detkit with the converter, so both post-process identical scores). Measured per batch, interleaving the two
+libraries so that load from other processes hits both alike, and reported as medians:
+
+* inference: forward + post-processing (torchvision: its transform, forward, post-processing, box rescaling;
+  detkit: ``predict``), both with score threshold 0.02, NMS IoU 0.45 and 200 detections per image;
+* post-processing alone on the same head outputs (torchvision ``postprocess_detections``; detkit
+  ``SSDHead.predict``);
+* training step: loss + backward (torchvision: train-mode forward; detkit: ``loss``) on 5 random boxes per image;
+* loss alone on the same head outputs (torchvision matcher + ``compute_loss``; detkit ``SSDHead.loss``).
+
+A ratio above 1 means detkit is faster.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+import torchvision
+from torchvision.models.detection import ssd300_vgg16
+from torchvision.ops import box_iou
+
+sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), '..')))
+
+from detkit.models.utils import convert_torchvision_ssd300_vgg16  # noqa: E402
+from detkit.registry import MODELS  # noqa: E402
+from detkit.utils import load_config  # noqa: E402
+
+CONFIG = os.path.join(os.path.dirname(__file__), '..', 'configs', 'ssd', 'ssd300_coco.py')
+NUM_CLASSES = 80  # + background = 81 outputs per anchor
+# torchvision's ssd300_vgg16 normalisation: 0-1 RGB minus these means, times 255
+TV_MEAN = torch.tensor([0.48235, 0.45882, 0.40784]).view(1, 3, 1, 1)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--batch', type=int, default=8, help='images per batch (default 8)')
+    parser.add_argument('--iters', type=int, default=10, help='timed iterations per measurement (default 10)')
+    parser.add_argument('--warmup', type=int, default=2, help='untimed iterations first (default 2)')
+    parser.add_argument('--threads', type=int, default=None, help='torch intra-op threads (default: torch\'s)')
+    parser.add_argument('--quick', action='store_true', help='batch 2, 3 iterations, 1 warm-up: a smoke run')
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.batch, args.iters, args.warmup = 2, 3, 1
+    return args
+
+
+def make_batch(n: int, seed: int = 0):
+    """0-1 RGB images for torchvision, the same images normalised for detkit, and 5 random boxes per image."""
+    g = torch.Generator().manual_seed(seed)
+    images01 = torch.rand(n, 3, 300, 300, generator=g)
+    images = (images01 - TV_MEAN) * 255  # what detkit's Normalize(mean, std=1) gives for the same pixels
+    targets = []
+    for _ in range(n):
+        xy = torch.rand(5, 2, generator=g) * 200
+        wh = torch.rand(5, 2, generator=g) * 90 + 10
+        targets.append({'boxes': torch.cat([xy, xy + wh], 1),
+                        'labels': torch.randint(0, NUM_CLASSES, (5,), generator=g)})
+    return images01, images, targets
+
+
+def build_models():
+    torch.manual_seed(0)
+    tv = ssd300_vgg16(weights=None, weights_backbone=None, num_classes=NUM_CLASSES + 1, score_thresh=0.02,
+                      nms_thresh=0.45, detections_per_img=200)
+    cfg = load_config(CONFIG)
+    ours = MODELS.build(cfg.model)
+    ours.load_state_dict(convert_torchvision_ssd300_vgg16(tv.state_dict()))
+    return ours, tv
+
+
+def tv_loss_only(tv, head_outputs, anchors, targets):
+    """torchvision's training path after the network: matching and compute_loss."""
+    matched = []
+    for a, t in zip(anchors, targets):
+        matched.append(tv.proposal_matcher(box_iou(t['boxes'], a)))
+    return tv.compute_loss(targets, head_outputs, anchors, matched)
+
+
+def timeit(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def run(args: argparse.Namespace) -> list[tuple[str, float, float]]:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    ours, tv = build_models()
+    images01, images, targets = make_batch(args.batch)
+    tv_images = list(images01)
+    tv_targets = [{'boxes': t['boxes'], 'labels': t['labels'] + 1} for t in targets]  # background is 0 there
+    metas = [{'ori_shape': (300, 300), 'img_shape': (300, 300), 'scale_factor': (1.0, 1.0)}] * args.batch
+
+    # head outputs and anchors of both, computed once, for the post-processing and loss rows
+    with torch.no_grad():
+        ours_out = ours(images)
+        feats = list(tv.backbone(tv.transform(tv_images)[0].tensors).values())
+        tv_out = tv.head(feats)
+        image_list = tv.transform(tv_images)[0]
+        tv_anchors = tv.anchor_generator(image_list, feats)
+    ours_out_grad = [[t.clone().requires_grad_() for t in level] for level in ours_out]
+    tv_out_grad = {k: v.clone().requires_grad_() for k, v in tv_out.items()}
+
+    def ours_infer():
+        ours.eval()
+        ours.predict(images, metas)
+
+    def tv_infer():
+        tv.eval()
+        with torch.no_grad():
+            tv(tv_images)
+
+    def ours_post():
+        ours.bbox_head.predict(*ours_out, metas, **ours.test_args)
+
+    def tv_post():
+        with torch.no_grad():
+            tv.postprocess_detections(tv_out, tv_anchors, image_list.image_sizes)
+
+    def ours_train():
+        ours.train()
+        sum(ours.loss(images, targets).values()).backward()
+        ours.zero_grad(set_to_none=True)
+
+    def tv_train():
+        tv.train()
+        sum(tv(tv_images, tv_targets).values()).backward()
+        tv.zero_grad(set_to_none=True)
+
+    def ours_loss():
+        sum(ours.bbox_head.loss(*ours_out_grad, targets).values()).backward()
+
+    def tv_loss():
+        sum(tv_loss_only(tv, tv_out_grad, tv_anchors, tv_targets).values()).backward()
+
+    rows = []
+    for name, a, b in [('inference: forward + post-processing', ours_infer, tv_infer),
+                       ('post-processing only', ours_post, tv_post),
+                       ('train step: loss + backward', ours_train, tv_train),
+                       ('loss only (+ its backward)', ours_loss, tv_loss)]:
+        for _ in range(args.warmup):
+            a(), b()
+        ta, tb = [], []
+        for _ in range(args.iters):  # interleaved: background load hits both alike
+            ta.append(timeit(a))
+            tb.append(timeit(b))
+        rows.append((name, statistics.median(ta), statistics.median(tb)))
+        print(f'  measured {name}', file=sys.stderr, flush=True)
+    return rows
+
+
+def cpu_model() -> str:
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or 'unknown'
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    rows = run(args)
+    print(f'SSD300-VGG16, 81 classes, batch {args.batch} of 300x300, {args.iters} timed iterations (median), '
+          f'CPU, one process, {torch.get_num_threads()} threads')
+    print(f'machine: {cpu_model()}, {os.cpu_count()} logical CPUs; torch {torch.__version__}, torchvision '
+          f'{torchvision.__version__}')
+    print(f'| {"measurement":<38} | {"detkit img/s":>12} | {"torchvision img/s":>17} | {"ratio":>6} |')
+    print(f'|{"-" * 40}|{"-" * 13}:|{"-" * 18}:|{"-" * 7}:|')
+    for name, ours, theirs in rows:
+        print(f'| {name:<38} | {args.batch / ours:12.2f} | {args.batch / theirs:17.2f} | {theirs / ours:5.2f}x |')
+
+
+if __name__ == '__main__':
+    main()
