@@ -8,10 +8,11 @@ libraries so that load from other processes hits both alike, and reported as med
 
 * inference: forward + post-processing (torchvision: its transform, forward, post-processing, box rescaling;
   detkit: ``predict``), both with score threshold 0.02, NMS IoU 0.45 and 200 detections per image;
-* post-processing alone on the same head outputs (torchvision ``postprocess_detections``; detkit
-  ``SSDHead.predict``);
+* post-processing alone, from the per-level conv outputs of the head (torchvision: its head's reshaping and
+  ``postprocess_detections``; detkit: ``SSDHead.predict``);
 * training step: loss + backward (torchvision: train-mode forward; detkit: ``loss``) on 5 random boxes per image;
-* loss alone on the same head outputs (torchvision matcher + ``compute_loss``; detkit ``SSDHead.loss``).
+* loss alone (+ its backward), from the per-level conv outputs of the head (torchvision: its head's reshaping,
+  matcher and ``compute_loss``; detkit: ``SSDHead.loss``).
 
 A ratio above 1 means detkit is faster.
 """
@@ -79,11 +80,26 @@ def build_models():
     return ours, tv
 
 
-def tv_loss_only(tv, head_outputs, anchors, targets):
-    """torchvision's training path after the network: matching and compute_loss."""
-    matched = []
-    for a, t in zip(anchors, targets):
-        matched.append(tv.proposal_matcher(box_iou(t['boxes'], a)))
+def tv_head_levels(tv, feats):
+    """Per-level raw conv outputs of torchvision's head, ``(N, A * K, H, W)``, before its reshaping."""
+    cls = [m(f) for m, f in zip(tv.head.classification_head.module_list, feats)]
+    reg = [m(f) for m, f in zip(tv.head.regression_head.module_list, feats)]
+    return cls, reg
+
+
+def tv_flatten(levels, k):
+    """torchvision's SSDScoringHead reshaping: per-level ``(N, A * K, H, W)`` -> ``(N, HWA, K)``."""
+    out = []
+    for r in levels:
+        n, _, h, w = r.shape
+        out.append(r.view(n, -1, k, h, w).permute(0, 3, 4, 1, 2).reshape(n, -1, k))
+    return torch.cat(out, dim=1)
+
+
+def tv_loss_only(tv, cls_levels, reg_levels, anchors, targets):
+    """torchvision's training path after the head's convs: reshaping, matching and compute_loss."""
+    head_outputs = {'cls_logits': tv_flatten(cls_levels, NUM_CLASSES + 1), 'bbox_regression': tv_flatten(reg_levels, 4)}
+    matched = [tv.proposal_matcher(box_iou(t['boxes'], a)) for a, t in zip(anchors, targets)]
     return tv.compute_loss(targets, head_outputs, anchors, matched)
 
 
@@ -102,15 +118,15 @@ def run(args: argparse.Namespace) -> list[tuple[str, float, float]]:
     tv_targets = [{'boxes': t['boxes'], 'labels': t['labels'] + 1} for t in targets]  # background is 0 there
     metas = [{'ori_shape': (300, 300), 'img_shape': (300, 300), 'scale_factor': (1.0, 1.0)}] * args.batch
 
-    # head outputs and anchors of both, computed once, for the post-processing and loss rows
+    # per-level head conv outputs and anchors of both, computed once, for the post-processing and loss rows
     with torch.no_grad():
         ours_out = ours(images)
-        feats = list(tv.backbone(tv.transform(tv_images)[0].tensors).values())
-        tv_out = tv.head(feats)
         image_list = tv.transform(tv_images)[0]
+        feats = list(tv.backbone(image_list.tensors).values())
+        tv_levels = tv_head_levels(tv, feats)
         tv_anchors = tv.anchor_generator(image_list, feats)
     ours_out_grad = [[t.clone().requires_grad_() for t in level] for level in ours_out]
-    tv_out_grad = {k: v.clone().requires_grad_() for k, v in tv_out.items()}
+    tv_levels_grad = [[t.clone().requires_grad_() for t in level] for level in tv_levels]
 
     def ours_infer():
         ours.eval()
@@ -126,7 +142,9 @@ def run(args: argparse.Namespace) -> list[tuple[str, float, float]]:
 
     def tv_post():
         with torch.no_grad():
-            tv.postprocess_detections(tv_out, tv_anchors, image_list.image_sizes)
+            head_outputs = {'cls_logits': tv_flatten(tv_levels[0], NUM_CLASSES + 1),
+                            'bbox_regression': tv_flatten(tv_levels[1], 4)}
+            tv.postprocess_detections(head_outputs, tv_anchors, image_list.image_sizes)
 
     def ours_train():
         ours.train()
@@ -142,7 +160,7 @@ def run(args: argparse.Namespace) -> list[tuple[str, float, float]]:
         sum(ours.bbox_head.loss(*ours_out_grad, targets).values()).backward()
 
     def tv_loss():
-        sum(tv_loss_only(tv, tv_out_grad, tv_anchors, tv_targets).values()).backward()
+        sum(tv_loss_only(tv, *tv_levels_grad, tv_anchors, tv_targets).values()).backward()
 
     rows = []
     for name, a, b in [('inference: forward + post-processing', ours_infer, tv_infer),

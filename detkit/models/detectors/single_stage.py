@@ -41,7 +41,10 @@ def _head_train_args(bbox_head: Mapping, train_cfg: Mapping | None) -> dict:
     """``train_cfg`` entries as keyword arguments of the head (its assigner and loss hyper-parameters)."""
     if not train_cfg:
         return {}
-    head_cls = MODELS.get(bbox_head['type']) if isinstance(bbox_head['type'], str) else bbox_head['type']
+    head_type = bbox_head.get('type')
+    head_cls = MODELS.get(head_type) if isinstance(head_type, str) else head_type
+    if not inspect.isclass(head_cls):
+        return dict(train_cfg)  # an unknown type: let the registry's build say so, with close names
     accepted = set(inspect.signature(head_cls.__init__).parameters) - {'self'}
     unknown = sorted(set(train_cfg) - accepted)
     if unknown:

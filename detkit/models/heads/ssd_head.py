@@ -168,29 +168,51 @@ class SSDHead(nn.Module):
         deltas = flatten_levels(bbox_preds, 4)  # (N, A, 4)
         labels, pos_mask, neg_mask, pos_bbox_targets = self.get_targets(anchors, targets)
 
-        # classification: every anchor's cross-entropy once, then positives + the hardest negatives of each image
-        ce = F.cross_entropy(logits.reshape(-1, self.cls_out_channels), labels.reshape(-1), reduction='none')
-        ce = ce.view(num_imgs, -1)  # (N, A)
+        # classification: the positives and, per image, the negatives with the highest background loss
         num_pos = pos_mask.sum(dim=1)  # (N,)
         num_neg = torch.where(num_pos > 0, (num_pos * self.neg_pos_ratio).long(),
                               torch.full_like(num_pos, self.neg_per_empty_img))
         num_neg = torch.minimum(num_neg, neg_mask.sum(dim=1))  # an image may have fewer negatives than asked
-        loss_cls_neg = ce.new_zeros(())
-        max_neg = int(num_neg.max())
-        if max_neg > 0:
-            # cross-entropy is >= 0, so -1 ranks positives and ignored anchors below every negative; one top-k per
-            # batch (k = the largest request) replaces a full sort of all anchors, and only the first num_neg[i]
-            # values of row i are kept
-            hardest = ce.masked_fill(~neg_mask, -1.0).topk(max_neg, dim=1, sorted=True).values  # (N, k)
-            take = torch.arange(max_neg, device=ce.device)[None, :] < num_neg[:, None]
-            loss_cls_neg = torch.where(take, hardest, torch.zeros_like(hardest)).sum()
-        normaliser = num_pos.sum().clamp(min=1).to(ce.dtype)
-        loss_cls = (ce[pos_mask].sum() + loss_cls_neg) / normaliser
+        neg_mined = self.mine_hard_negatives(logits.detach(), neg_mask, num_neg)  # (N, A) bool
+        # the cross-entropy (and its backward) only for the kept anchors, a few hundred rows instead of N * A; one
+        # gather so that the backward scatters into one zero tensor
+        kept = (pos_mask | neg_mined).view(-1).nonzero().squeeze(1)  # flat indices into N * A
+        kept_logits = logits.reshape(-1, self.cls_out_channels).index_select(0, kept)  # (K, C + 1)
+        kept_labels = labels.view(-1).index_select(0, kept)  # background for the mined negatives
+        normaliser = num_pos.sum().clamp(min=1).to(logits.dtype)
+        loss_cls = F.cross_entropy(kept_logits, kept_labels, reduction='sum') / normaliser
 
         # regression: positives only
         loss_bbox = F.smooth_l1_loss(deltas[pos_mask], pos_bbox_targets.to(deltas.dtype), beta=self.smoothl1_beta,
                                      reduction='sum') / normaliser
         return {'loss_cls': loss_cls, 'loss_bbox': loss_bbox}
+
+    @torch.no_grad()
+    def mine_hard_negatives(self, logits: Tensor, neg_mask: Tensor, num_neg: Tensor) -> Tensor:
+        """The ``num_neg[i]`` negatives of image ``i`` with the highest background cross-entropy.
+
+        Selection needs no gradient, so it ranks with a detached background loss; the caller computes the
+        differentiable loss of the kept anchors only. One top-k for the batch (k = the largest request) replaces a
+        sort of every image's anchors.
+
+        Args:
+            logits: ``Tensor[N, A, C + 1]``.
+            neg_mask: ``Tensor[N, A]`` bool, the negative anchors.
+            num_neg: ``Tensor[N]`` negatives to keep per image, at most ``neg_mask.sum(1)``.
+
+        Returns:
+            ``Tensor[N, A]`` bool, the kept negatives.
+        """
+        mined = torch.zeros_like(neg_mask)
+        max_neg = int(num_neg.max()) if num_neg.numel() else 0
+        if max_neg == 0:
+            return mined
+        # -log_softmax is one fused pass, cheaper than logsumexp's four
+        bg_loss = -F.log_softmax(logits, dim=-1)[..., self.num_classes]  # (N, A), >= 0
+        # -1 ranks positives and ignored anchors below every negative; num_neg <= the negatives available
+        hardest = bg_loss.masked_fill(~neg_mask, -1.0).topk(max_neg, dim=1).indices  # (N, k)
+        take = torch.arange(max_neg, device=logits.device)[None, :] < num_neg[:, None]  # first num_neg[i] of row i
+        return mined.scatter_(1, hardest, take)
 
     @torch.no_grad()
     def get_targets(self, anchors: Tensor,
@@ -209,24 +231,24 @@ class SSDHead(nn.Module):
         """
         device = anchors.device
         self._check_labels(targets)
-        gt_inds, matched = [], []
-        labels = torch.full((len(targets), anchors.shape[0]), self.num_classes, dtype=torch.long, device=device)
-        for i, target in enumerate(targets):
+        gt_inds, gt_labels_all, matched = [], [], []
+        for target in targets:
             gt_boxes = target['boxes'].to(device=device, dtype=anchors.dtype).reshape(-1, 4)
             gt_labels = target['labels'].to(device=device, dtype=torch.long).reshape(-1)
             ignore = target.get('ignore_boxes')
             if ignore is not None:
                 ignore = ignore.to(device=device, dtype=anchors.dtype).reshape(-1, 4)
             result = self.assigner.assign(anchors, gt_boxes, gt_labels, ignore)
-            pos = result.gt_inds > 0
-            labels[i, pos] = result.labels[pos]
             gt_inds.append(result.gt_inds)
-            matched.append(gt_boxes[result.gt_inds[pos] - 1])
+            gt_labels_all.append(result.labels)
+            # every anchor's assigned box (a dummy where not positive), so that the batch is indexed once below
+            matched.append(gt_boxes[(result.gt_inds - 1).clamp(min=0)] if len(gt_boxes) else torch.zeros_like(anchors))
         gt_inds = torch.stack(gt_inds)  # (N, A)
         pos_mask = gt_inds > 0
         neg_mask = gt_inds == 0
-        pos_anchors = anchors[pos_mask.nonzero()[:, 1]]  # (P, 4), same row-major order as the boxes below
-        pos_bbox_targets = self.bbox_coder.encode(pos_anchors, torch.cat(matched))  # (P, 4)
+        labels = torch.where(pos_mask, torch.stack(gt_labels_all), self.num_classes)  # (N, A)
+        pos_anchors = anchors.expand(len(targets), -1, -1)[pos_mask]  # (P, 4), pos_mask's row-major order
+        pos_bbox_targets = self.bbox_coder.encode(pos_anchors, torch.stack(matched)[pos_mask])  # (P, 4)
         return labels, pos_mask, neg_mask, pos_bbox_targets
 
     def _check_labels(self, targets: Sequence[Mapping[str, Tensor]]) -> None:

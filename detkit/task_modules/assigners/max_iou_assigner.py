@@ -98,21 +98,22 @@ class MaxIoUAssigner:
 
     def _assign_wrt_overlaps(self, overlaps: Tensor, gt_labels: Tensor | None) -> AssignResult:
         num_gts, num_priors = overlaps.shape
-        # 1. everything ignored until proven otherwise
-        gt_inds = overlaps.new_full((num_priors,), -1, dtype=torch.long)
+        # torch.where rather than masked assignment throughout: no data-dependent shapes, no host syncs
         max_overlaps, argmax_overlaps = overlaps.max(dim=0)  # best ground truth of each prior, (A,)
         gt_max_overlaps, gt_argmax_overlaps = overlaps.max(dim=1)  # best prior of each ground truth, (M,)
+
+        # 1. everything ignored until proven otherwise
+        gt_inds = overlaps.new_full((num_priors,), -1, dtype=torch.long)
 
         # 2. negatives
         if isinstance(self.neg_iou_thr, tuple):
             neg = (max_overlaps >= self.neg_iou_thr[0]) & (max_overlaps < self.neg_iou_thr[1])
         else:
             neg = (max_overlaps >= 0) & (max_overlaps < self.neg_iou_thr)
-        gt_inds[neg] = 0
+        gt_inds = torch.where(neg, 0, gt_inds)
 
         # 3. positives
-        pos = max_overlaps >= self.pos_iou_thr
-        gt_inds[pos] = argmax_overlaps[pos] + 1
+        gt_inds = torch.where(max_overlaps >= self.pos_iou_thr, argmax_overlaps + 1, gt_inds)
 
         # 4. low-quality matches, vectorised: for each prior, the highest-indexed ground truth claiming it (the
         # one a loop over ground truths in order would leave there)
@@ -124,15 +125,13 @@ class MaxIoUAssigner:
                 claimed_by = (claims.long() * gt_ids[:, None]).max(dim=0).values  # (A,), 0 = unclaimed
             else:
                 claimed_by = torch.zeros(num_priors, dtype=torch.long, device=overlaps.device)
-                claimed_by.scatter_reduce_(0, gt_argmax_overlaps[eligible], gt_ids[eligible], reduce='amax')
-            claimed = claimed_by > 0
-            gt_inds[claimed] = claimed_by[claimed]
+                claimed_by.scatter_reduce_(0, gt_argmax_overlaps, torch.where(eligible, gt_ids, 0), reduce='amax')
+            gt_inds = torch.where(claimed_by > 0, claimed_by, gt_inds)
 
         labels = None
         if gt_labels is not None:
-            labels = torch.full_like(gt_inds, -1)
-            pos = gt_inds > 0
-            labels[pos] = gt_labels.to(device=gt_inds.device, dtype=torch.long)[gt_inds[pos] - 1]
+            gt_labels = gt_labels.to(device=gt_inds.device, dtype=torch.long)
+            labels = torch.where(gt_inds > 0, gt_labels[(gt_inds - 1).clamp(min=0)], -1)
         return AssignResult(num_gts, gt_inds, max_overlaps, labels)
 
     def __repr__(self) -> str:
