@@ -4,7 +4,7 @@
 
 Both models have 81 classes (80 + background) and the same weights (torchvision's random initialisation copied
 into detkit with the converter, so both post-process identical scores). Measured per batch, interleaving the two
-libraries so that load from other processes hits both alike, and reported as medians:
+libraries (in alternating order) so that load from other processes hits both alike, and reported as medians:
 
 * inference: forward + post-processing (torchvision: its transform, forward, post-processing, box rescaling;
   detkit: ``predict``), both with score threshold 0.02, NMS IoU 0.45 and 200 detections per image;
@@ -170,9 +170,15 @@ def run(args: argparse.Namespace) -> list[tuple[str, float, float]]:
         for _ in range(args.warmup):
             a(), b()
         ta, tb = [], []
-        for _ in range(args.iters):  # interleaved: background load hits both alike
-            ta.append(timeit(a))
-            tb.append(timeit(b))
+        for i in range(args.iters):
+            # interleaved, so that background load hits both alike, and in alternating order, so that neither
+            # always runs right after the other (memory just freed, caches just filled)
+            if i % 2 == 0:
+                ta.append(timeit(a))
+                tb.append(timeit(b))
+            else:
+                tb.append(timeit(b))
+                ta.append(timeit(a))
         rows.append((name, statistics.median(ta), statistics.median(tb)))
         print(f'  measured {name}', file=sys.stderr, flush=True)
     return rows

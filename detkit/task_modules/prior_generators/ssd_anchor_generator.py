@@ -181,6 +181,7 @@ class SSDAnchorGenerator:
 
         Returns:
             One ``Tensor[H_l * W_l * A_l, 4]`` per level, ``x1, y1, x2, y2``, ordered as in the class docstring.
+            They are computed once per device and dtype and shared between calls: do not modify them in place.
 
         Raises:
             ValueError: when the number of levels or the feature-map sizes do not match the configured input size.
