@@ -62,9 +62,10 @@ def test_outputs_and_background_index():
 
 def test_loss_matches_reference():
     head = small_head()
-    cls_scores, bbox_preds = head(feats())
+    cls_scores, bbox_preds = head(feats(3))
     targets = [{'boxes': torch.tensor([[2., 2., 12., 12.], [10., 4., 30., 28.]]), 'labels': torch.tensor([0, 1])},
-               {'boxes': torch.tensor([[16., 16., 31., 31.]]), 'labels': torch.tensor([1])}]
+               {'boxes': torch.tensor([[16., 16., 31., 31.]]), 'labels': torch.tensor([1])},
+               {'boxes': torch.zeros(0, 4), 'labels': torch.zeros(0, dtype=torch.long)}]  # background only
     losses = head.loss(cls_scores, bbox_preds, targets)
     ref_cls, ref_box = reference_loss(head, cls_scores, bbox_preds, targets)
     torch.testing.assert_close(losses['loss_cls'], ref_cls)
@@ -175,7 +176,8 @@ def test_predict_thresholds_nms_and_max_per_img():
     assert sorted(res['labels'].tolist()) == [0, 1, 1]
     (res,) = head.predict(cls_scores, bbox_preds, rescale=False, iou_threshold=0.6, max_per_img=1)
     assert len(res['boxes']) == 1
-    (res,) = head.predict(cls_scores, bbox_preds, rescale=False, score_thr=0.99995)  # the scores are e^10 / (e^10 + 2) = 0.99991
+    # the scores are e^10 / (e^10 + 2) = 0.99991
+    (res,) = head.predict(cls_scores, bbox_preds, rescale=False, score_thr=0.99995)
     assert len(res['boxes']) == 0 and res['boxes'].shape == (0, 4)
     # nms_pre keeps the best candidates of each level before NMS
     (res,) = head.predict(cls_scores, bbox_preds, rescale=False, iou_threshold=0.6, nms_pre=1)

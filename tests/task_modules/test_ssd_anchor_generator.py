@@ -90,9 +90,10 @@ def test_hand_computed_ssd300_voc_level1_with_ratio_3():
     gen = ssd300((0.2, 0.9))
     s, s2 = 60.0, math.sqrt(60 * 111)
     c = 8.0  # stride 16
+    r2, r3 = math.sqrt(2), math.sqrt(3)
     expected = torch.tensor([box(c, c, s, s), box(c, c, s2, s2),
-                             box(c, c, s * math.sqrt(2), s / math.sqrt(2)), box(c, c, s / math.sqrt(2), s * math.sqrt(2)),
-                             box(c, c, s * math.sqrt(3), s / math.sqrt(3)), box(c, c, s / math.sqrt(3), s * math.sqrt(3))])
+                             box(c, c, s * r2, s / r2), box(c, c, s / r2, s * r2),
+                             box(c, c, s * r3, s / r3), box(c, c, s / r3, s * r3)])
     torch.testing.assert_close(gen.base_anchors[1].float(), expected)
 
 
