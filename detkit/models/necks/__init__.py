@@ -1,1 +1,3 @@
+from .ssd_neck import SSDNeck
 
+__all__ = ['SSDNeck']

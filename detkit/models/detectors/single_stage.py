@@ -1,0 +1,177 @@
+"""Backbone -> neck -> dense head: SSD, SSDLite and every other one-stage detector."""
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from detkit.registry import MODELS
+
+__all__ = ['SingleStageDetector']
+
+_TEST_DEFAULTS = dict(score_thr=0.02, nms_pre=1000, iou_threshold=0.45, max_per_img=200, min_bbox_size=0.0)
+
+
+def _build(cfg: nn.Module | Mapping, what: str, **filled: object) -> nn.Module:
+    """Build a part from its config, filling ``filled`` keys (channel counts passed down the network).
+
+    A filled key that the config also states must agree with it, so a config cannot silently disagree with the
+    network it describes.
+    """
+    if isinstance(cfg, nn.Module):
+        return cfg
+    if not isinstance(cfg, Mapping):
+        raise ValueError(f'{what} must be a module or a config dict, got {type(cfg).__name__}')
+    cfg = dict(cfg)
+    for key, value in filled.items():
+        if key in cfg and cfg[key] is not None and _as_tuple(cfg[key]) != _as_tuple(value):
+            raise ValueError(f'{what}.{key}={cfg[key]!r} disagrees with the {value!r} the previous part outputs; '
+                             f'leave {key} out of the {what} config, it is filled in')
+        cfg[key] = value
+    return MODELS.build(cfg)
+
+
+def _as_tuple(value: object) -> object:
+    return tuple(value) if isinstance(value, (list, tuple)) else value
+
+
+def _head_train_args(bbox_head: Mapping, train_cfg: Mapping | None) -> dict:
+    """``train_cfg`` entries as keyword arguments of the head (its assigner and loss hyper-parameters)."""
+    if not train_cfg:
+        return {}
+    head_type = bbox_head.get('type')
+    head_cls = MODELS.get(head_type) if isinstance(head_type, str) else head_type
+    if not inspect.isclass(head_cls):
+        return dict(train_cfg)  # an unknown type: let the registry's build say so, with close names
+    accepted = set(inspect.signature(head_cls.__init__).parameters) - {'self'}
+    unknown = sorted(set(train_cfg) - accepted)
+    if unknown:
+        raise ValueError(f'train_cfg keys {unknown} are not arguments of {head_cls.__name__}; train_cfg may hold '
+                         f'{sorted(accepted)}')
+    both = sorted(set(train_cfg) & set(bbox_head))
+    if both:
+        raise ValueError(f'{both} given in both train_cfg and bbox_head; give each once')
+    return dict(train_cfg)
+
+
+def _test_args(test_cfg: Mapping | None) -> dict:
+    """``test_cfg`` (``nms_pre``, ``score_thr``, ``nms=dict(type='nms', iou_threshold)``, ``max_per_img``,
+    ``min_bbox_size``) as keyword arguments of the head's ``predict``."""
+    args = dict(_TEST_DEFAULTS)
+    if not test_cfg:
+        return args
+    test_cfg = dict(test_cfg)
+    nms = test_cfg.pop('nms', None)
+    if nms is not None:
+        if not isinstance(nms, Mapping) or nms.get('type', 'nms') != 'nms' or set(nms) - {'type', 'iou_threshold'}:
+            raise ValueError(f"test_cfg.nms must be dict(type='nms', iou_threshold=...), got {nms!r}")
+        args['iou_threshold'] = float(nms.get('iou_threshold', args['iou_threshold']))
+    unknown = sorted(set(test_cfg) - set(args))
+    if unknown:
+        raise ValueError(f'unknown test_cfg keys {unknown}; test_cfg may hold nms_pre, score_thr, nms, '
+                         'max_per_img, min_bbox_size')
+    args.update(test_cfg)
+    return args
+
+
+@MODELS.register_module()
+class SingleStageDetector(nn.Module):
+    """A one-stage detector: ``bbox_head(neck(backbone(images)))``.
+
+    Channel counts flow down the network: the neck's ``in_channels`` are the backbone's ``out_channels`` and the
+    head's ``in_channels`` the neck's ``out_channels``, so a config states each channel count once.
+
+    Three entry points (docs/conventions.md):
+
+    * ``detector(images)`` -> ``(cls_scores, bbox_preds)``, the head's raw per-level outputs;
+    * ``detector.loss(images, targets)`` -> ``{'loss_cls': ..., 'loss_bbox': ...}``;
+    * ``detector.predict(images, metas, rescale=True)`` -> one ``dict(boxes, scores, labels)`` per image
+      (call ``detector.eval()`` first, as for any network with batch norm).
+
+    Args:
+        backbone: a backbone or its config (must have ``out_channels``).
+        bbox_head: a dense head or its config.
+        neck: an optional neck or its config (must have ``out_channels``).
+        train_cfg: training-only arguments of the head, e.g. ``dict(assigner=dict(type='MaxIoUAssigner', ...),
+            neg_pos_ratio=3, smoothl1_beta=1.0)``; they are passed to the head's constructor by name.
+        test_cfg: post-processing: ``nms_pre``, ``score_thr``, ``nms=dict(type='nms', iou_threshold=...)``,
+            ``max_per_img``, ``min_bbox_size``; defaults are SSD's (1000, 0.02, 0.45, 200, 0).
+
+    Attributes:
+        dataset_meta: ``{'classes': (...)}`` of the dataset the model was trained on, when set (``None`` until).
+    """
+
+    def __init__(self, backbone: nn.Module | Mapping, bbox_head: nn.Module | Mapping,
+                 neck: nn.Module | Mapping | None = None, train_cfg: Mapping | None = None,
+                 test_cfg: Mapping | None = None) -> None:
+        super().__init__()
+        self.backbone = _build(backbone, 'backbone')
+        channels = tuple(self.backbone.out_channels)
+        self.neck = None
+        if neck is not None:
+            self.neck = _build(neck, 'neck', in_channels=channels)
+            channels = tuple(self.neck.out_channels)
+        if isinstance(bbox_head, Mapping):
+            bbox_head = dict(bbox_head, **_head_train_args(bbox_head, train_cfg))
+        elif train_cfg:
+            raise ValueError('train_cfg only applies to a bbox_head given as a config; pass its arguments to the '
+                             'head you built')
+        self.bbox_head = _build(bbox_head, 'bbox_head', in_channels=channels)
+        self.test_args = _test_args(test_cfg)
+        self.dataset_meta: dict | None = None
+
+    def init_weights(self) -> None:
+        """Re-initialise every part (each part also initialises itself when built; pretrained files reload)."""
+        for part in (self.backbone, self.neck, self.bbox_head):
+            if part is not None and hasattr(part, 'init_weights'):
+                part.init_weights()
+
+    def extract_feat(self, images: Tensor) -> tuple[Tensor, ...]:
+        """``Tensor[N, 3, H, W]`` -> the feature maps the head reads, one per level."""
+        if not isinstance(images, Tensor) or images.dim() != 4:
+            shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+            raise ValueError(f'images must be a Tensor[N, 3, H, W] batch, got {shape}')
+        feats = self.backbone(images)
+        return self.neck(feats) if self.neck is not None else feats
+
+    def forward(self, images: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        """Raw head outputs.
+
+        Args:
+            images: ``Tensor[N, 3, H, W]`` normalised input images.
+
+        Returns:
+            ``cls_scores``: one ``Tensor[N, A_l * C, H_l, W_l]`` per level (``C = num_classes + 1`` for SSD's
+            softmax, background last); ``bbox_preds``: one ``Tensor[N, A_l * 4, H_l, W_l]`` per level.
+        """
+        return self.bbox_head(self.extract_feat(images))
+
+    def loss(self, images: Tensor, targets: Sequence[Mapping[str, Tensor]]) -> dict[str, Tensor]:
+        """Named scalar losses of a batch (sum them to train).
+
+        Args:
+            images: ``Tensor[N, 3, H, W]``.
+            targets: one dict per image: ``boxes`` ``Tensor[M, 4]`` (input-image pixels), ``labels`` ``Tensor[M]``
+                in ``0 .. num_classes - 1``, optional ``ignore_boxes`` ``Tensor[K, 4]``.
+        """
+        cls_scores, bbox_preds = self(images)
+        return self.bbox_head.loss(cls_scores, bbox_preds, targets)
+
+    @torch.no_grad()
+    def predict(self, images: Tensor, metas: Sequence[Mapping] | None = None,
+                rescale: bool = True) -> list[dict[str, Tensor]]:
+        """Detections of a batch, post-processed with ``test_cfg``.
+
+        Args:
+            images: ``Tensor[N, 3, H, W]``.
+            metas: one dict per image; ``scale_factor`` ``(sx, sy)`` and ``ori_shape`` ``(h, w)`` are needed with
+                ``rescale``, ``img_shape`` ``(h, w)`` clips the boxes in the input image.
+            rescale: boxes in original-image pixels (else input-image pixels).
+
+        Returns:
+            One dict per image: ``boxes`` ``Tensor[K, 4]``, ``scores`` ``Tensor[K]``, ``labels`` ``Tensor[K]``.
+        """
+        cls_scores, bbox_preds = self(images)
+        return self.bbox_head.predict(cls_scores, bbox_preds, metas, rescale=rescale, **self.test_args)

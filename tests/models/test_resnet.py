@@ -1,0 +1,86 @@
+import pytest
+import torch
+import torchvision
+
+from detkit.models.backbones import ResNet
+from detkit.models.utils import convert_torchvision_resnet
+from detkit.registry import MODELS
+
+
+@pytest.fixture(scope='module')
+def tv_resnet50_file(tmp_path_factory):
+    """A randomly initialised torchvision resnet50 and its weight file (random BN statistics too)."""
+    torch.manual_seed(0)
+    tv = torchvision.models.resnet50()
+    for m in tv.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):  # make batch norms non-trivial so that a wrong mapping shows
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.1, 0.1)
+    path = tmp_path_factory.mktemp('weights') / 'resnet50.pth'
+    torch.save(tv.state_dict(), path)
+    return tv.eval(), str(path)
+
+
+def test_resnet50_matches_torchvision(tv_resnet50_file):
+    tv, path = tv_resnet50_file
+    r50 = MODELS.build(dict(type='ResNet', depth=50, pretrained=path)).eval()
+    assert r50.out_channels == (256, 512, 1024, 2048)
+    assert sum(p.numel() for p in r50.parameters()) == sum(
+        p.numel() for n, p in tv.named_parameters() if not n.startswith('fc.'))
+    x = torch.randn(1, 3, 64, 64)
+    outs = r50(x)
+    with torch.no_grad():
+        y = tv.maxpool(tv.relu(tv.bn1(tv.conv1(x))))
+        for i, layer in enumerate((tv.layer1, tv.layer2, tv.layer3, tv.layer4)):
+            y = layer(y)
+            torch.testing.assert_close(outs[i], y, rtol=1e-4, atol=1e-5)
+
+
+def test_nvidia_ssd300_layout(tv_resnet50_file):
+    tv, path = tv_resnet50_file
+    r50 = ResNet(depth=50, num_stages=3, strides=(1, 2, 1), out_indices=(2,), pretrained=path).eval()
+    assert r50.out_channels == (1024,) and not hasattr(r50, 'layer4')
+    block = r50.layer3[0]
+    assert block.conv1.stride == (1, 1) and block.conv2.stride == (1, 1) and block.downsample[0].stride == (1, 1)
+    x = torch.randn(1, 3, 300, 300)
+    (out,) = r50(x)
+    assert out.shape == (1, 1024, 38, 38)
+    # the same computation with torchvision's modules, stride patched as NVIDIA does
+    tv.layer3[0].conv2.stride = (1, 1)
+    tv.layer3[0].downsample[0].stride = (1, 1)
+    with torch.no_grad():
+        y = tv.layer3(tv.layer2(tv.layer1(tv.maxpool(tv.relu(tv.bn1(tv.conv1(x)))))))
+    tv.layer3[0].conv2.stride = (2, 2)
+    tv.layer3[0].downsample[0].stride = (2, 2)
+    torch.testing.assert_close(out, y, rtol=1e-4, atol=1e-5)
+
+
+def test_converter_keeps_stem_and_kept_stages_only(tv_resnet50_file):
+    tv, _ = tv_resnet50_file
+    converted = convert_torchvision_resnet(tv.state_dict(), num_stages=3)
+    assert 'conv1.weight' in converted and 'layer3.5.bn3.running_var' in converted
+    assert not any(k.startswith(('fc.', 'layer4.')) for k in converted)
+    with pytest.raises(ValueError, match='resnet'):
+        convert_torchvision_resnet({'foo': torch.zeros(1)})
+
+
+def test_frozen_stages_and_norm_eval():
+    r = ResNet(depth=18, frozen_stages=1, norm_eval=True)
+    r.train()
+    assert not any(p.requires_grad for p in r.conv1.parameters())
+    assert not any(p.requires_grad for p in r.layer1.parameters())
+    assert all(p.requires_grad for p in r.layer2.parameters())
+    assert not any(m.training for m in r.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    r2 = ResNet(depth=18, frozen_stages=0).train()
+    assert not r2.bn1.training and r2.layer1[0].bn1.training
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match='depth'):
+        ResNet(depth=42)
+    with pytest.raises(ValueError, match='strides'):
+        ResNet(num_stages=3, strides=(1, 2, 2, 2))
+    with pytest.raises(ValueError, match='out_indices'):
+        ResNet(num_stages=3, strides=(1, 2, 1), out_indices=(3,))

@@ -1,0 +1,134 @@
+import copy
+
+import pytest
+import torch
+
+from detkit.models.detectors import SingleStageDetector
+from detkit.registry import MODELS
+from detkit.structures import bbox_overlaps
+from tiny_ssd import TINY_SIZE, synthetic_batch, tiny_ssd_cfg
+
+
+@pytest.fixture
+def tiny():
+    torch.manual_seed(0)
+    return MODELS.build(tiny_ssd_cfg())
+
+
+def test_three_entry_points(tiny):
+    images, targets = synthetic_batch(2)
+    cls_scores, bbox_preds = tiny(images)
+    assert [tuple(c.shape) for c in cls_scores] == [(2, 16, 8, 8), (2, 16, 4, 4), (2, 16, 2, 2), (2, 16, 1, 1)]
+    assert [tuple(b.shape) for b in bbox_preds] == [(2, 16, 8, 8), (2, 16, 4, 4), (2, 16, 2, 2), (2, 16, 1, 1)]
+    losses = tiny.loss(images, targets)
+    assert set(losses) == {'loss_cls', 'loss_bbox'} and all(v.dim() == 0 for v in losses.values())
+    tiny.eval()
+    metas = [{'ori_shape': (128, 96), 'img_shape': (64, 64), 'scale_factor': (64 / 96, 0.5)}] * 2
+    results = tiny.predict(images, metas)
+    assert len(results) == 2
+    for r in results:
+        assert r['boxes'].shape[1] == 4 and r['scores'].shape == r['labels'].shape == r['boxes'].shape[:1]
+        assert r['labels'].dtype == torch.int64 and len(r['boxes']) <= 200
+        assert (r['boxes'][:, 2] <= 96).all() and (r['boxes'][:, 3] <= 128).all()  # original-image pixels
+    assert tiny.dataset_meta is None
+    tiny.dataset_meta = {'classes': ('a', 'b', 'c')}
+    assert tiny.dataset_meta['classes'][2] == 'c'
+
+
+def test_channels_flow_from_backbone_to_head(tiny):
+    assert tiny.neck.in_channels == tiny.backbone.out_channels == (64, 128)
+    assert tiny.bbox_head.in_channels == tiny.neck.out_channels == (64, 128, 32, 32)
+    cfg = tiny_ssd_cfg()
+    cfg['neck']['in_channels'] = (512, 1024)
+    with pytest.raises(ValueError, match='neck.in_channels'):
+        MODELS.build(cfg)
+
+
+def test_train_and_test_cfg_are_checked():
+    cfg = tiny_ssd_cfg()
+    cfg['train_cfg']['neg_pos_ration'] = 3
+    with pytest.raises(ValueError, match="'neg_pos_ration'"):
+        MODELS.build(cfg)
+    cfg = tiny_ssd_cfg()
+    cfg['train_cfg'].update(neg_pos_ratio=2, smoothl1_beta=0.5)
+    det = MODELS.build(cfg)
+    assert det.bbox_head.neg_pos_ratio == 2 and det.bbox_head.smoothl1_beta == 0.5
+    cfg = tiny_ssd_cfg()
+    cfg['test_cfg']['nms'] = dict(type='soft_nms', iou_threshold=0.3)
+    with pytest.raises(ValueError, match='test_cfg.nms'):
+        MODELS.build(cfg)
+    cfg = tiny_ssd_cfg()
+    cfg['test_cfg']['max_per_image'] = 100
+    with pytest.raises(ValueError, match='max_per_image'):
+        MODELS.build(cfg)
+    assert MODELS.build(tiny_ssd_cfg()).test_args == dict(score_thr=0.02, nms_pre=1000, iou_threshold=0.45,
+                                                          max_per_img=200, min_bbox_size=0.0)
+
+
+def test_wrong_input_size_is_a_clear_error(tiny):
+    images, targets = synthetic_batch(1, size=96)
+    cls_scores, _ = tiny(images)  # raw outputs work at any size
+    assert cls_scores[0].shape[-2:] == (12, 12)
+    for call in (lambda: tiny.loss(images, targets), lambda: tiny.predict(images, rescale=False)):
+        with pytest.raises(ValueError) as err:
+            call()
+        msg = str(err.value)
+        assert f'{TINY_SIZE}x{TINY_SIZE}' in msg and '(8, 8)' in msg and '(12, 12)' in msg
+
+
+def test_one_sgd_step_lowers_the_loss(tiny):
+    images, targets = synthetic_batch(4, seed=1)
+    opt = torch.optim.SGD(tiny.parameters(), lr=1e-3)
+    before = sum(tiny.loss(images, targets).values())
+    opt.zero_grad()
+    before.backward()
+    opt.step()
+    after = sum(tiny.loss(images, targets).values())
+    assert after < before
+
+
+@pytest.mark.slow  # ~10 s alone, ~20 s on a busy 2-core machine
+def test_overfits_20_images(tiny):
+    images, targets = synthetic_batch(20)
+    opt = torch.optim.Adam(tiny.parameters(), lr=3e-3)
+    history = []
+    for _ in range(80):
+        losses = tiny.loss(images, targets)
+        loss = sum(losses.values())
+        history.append({k: v.item() for k, v in losses.items()})
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    first, last = sum(history[0].values()), sum(history[-1].values())
+    assert last < first / 5, history[::10]
+    # not only the class calibration: the boxes are learned too
+    assert history[-1]['loss_bbox'] < history[0]['loss_bbox'] / 2.5, history[::10]
+    tiny.eval()
+    results = tiny.predict(images, rescale=False)
+    found = sum(bool(((r['labels'] == label) & (bbox_overlaps(box[None], r['boxes'])[0] > 0.5)).any())
+                for r, t in zip(results, targets) for box, label in zip(t['boxes'], t['labels']))
+    num_objects = sum(len(t['labels']) for t in targets)
+    assert found >= 0.75 * num_objects, (found, num_objects)
+
+
+def test_init_weights_resets_every_part(tiny):
+    with torch.no_grad():
+        tiny.backbone.l2_norm.weight.fill_(1.0)
+        tiny.bbox_head.cls_convs[0].bias.fill_(5.0)
+    tiny.init_weights()
+    assert torch.equal(tiny.backbone.l2_norm.weight, torch.full_like(tiny.backbone.l2_norm.weight, 20.0))
+    assert tiny.bbox_head.cls_convs[0].bias.abs().max() == 0
+
+
+def test_built_parts_can_be_passed_directly():
+    cfg = tiny_ssd_cfg()
+    backbone = MODELS.build(cfg['backbone'])
+    neck = MODELS.build(dict(cfg['neck'], in_channels=backbone.out_channels))
+    head = MODELS.build(dict(cfg['bbox_head'], in_channels=neck.out_channels))
+    det = SingleStageDetector(backbone=backbone, neck=neck, bbox_head=head)
+    assert det.bbox_head is head
+    with pytest.raises(ValueError, match='train_cfg'):
+        SingleStageDetector(backbone=backbone, neck=neck, bbox_head=copy.deepcopy(head),
+                            train_cfg=dict(neg_pos_ratio=3))
+    with pytest.raises(ValueError, match='Tensor\\[N, 3, H, W\\]'):
+        det(torch.zeros(3, 64, 64))

@@ -1,0 +1,195 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from detkit.models.heads import SSDHead
+from detkit.models.heads.ssd_head import flatten_levels
+from detkit.registry import MODELS
+from detkit.task_modules import MaxIoUAssigner
+
+NUM_CLASSES = 2
+
+
+def small_head(**kwargs) -> SSDHead:
+    """Two levels on a 32x32 input: 2x2 and 1x1 maps, 4 anchors per location, 20 anchors."""
+    cfg = dict(type='SSDHead', num_classes=NUM_CLASSES, in_channels=(8, 16),
+               anchor_generator=dict(type='SSDAnchorGenerator', input_size=32, strides=[16, 32], ratios=[[2], [2]],
+                                     min_sizes=[8, 16], max_sizes=[16, 32]))
+    cfg.update(kwargs)
+    return MODELS.build(cfg)
+
+
+def feats(n: int = 2, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(n, 8, 2, 2, generator=g), torch.randn(n, 16, 1, 1, generator=g)]
+
+
+def reference_loss(head, cls_scores, bbox_preds, targets, neg_pos_ratio=3, neg_per_empty_img=3, beta=1.0):
+    """Plain per-image MultiBox loss (sort-based hard negative mining) as the oracle."""
+    anchors = torch.cat(head.anchors(cls_scores))
+    logits = flatten_levels(cls_scores, NUM_CLASSES + 1)
+    deltas = flatten_levels(bbox_preds, 4)
+    total_cls, total_box, total_pos = 0.0, 0.0, 0
+    for i, t in enumerate(targets):
+        res = head.assigner.assign(anchors, t['boxes'], t['labels'])
+        pos = res.gt_inds > 0
+        neg = res.gt_inds == 0
+        labels = torch.full((anchors.shape[0],), NUM_CLASSES)
+        labels[pos] = t['labels'][res.gt_inds[pos] - 1]
+        ce = F.cross_entropy(logits[i], labels, reduction='none')
+        n_pos = int(pos.sum())
+        n_neg = min(int(neg.sum()), neg_pos_ratio * n_pos if n_pos else neg_per_empty_img)
+        total_cls += ce[pos].sum() + ce[neg].sort(descending=True).values[:n_neg].sum()
+        if n_pos:
+            tgt = head.bbox_coder.encode(anchors[pos], t['boxes'][res.gt_inds[pos] - 1])
+            total_box += F.smooth_l1_loss(deltas[i][pos], tgt, beta=beta, reduction='sum')
+        total_pos += n_pos
+    norm = max(total_pos, 1)
+    return total_cls / norm, total_box / norm
+
+
+def test_outputs_and_background_index():
+    head = small_head()
+    assert head.cls_out_channels == NUM_CLASSES + 1 and head.num_base_priors == [4, 4]
+    cls_scores, bbox_preds = head(feats())
+    assert [tuple(c.shape) for c in cls_scores] == [(2, 12, 2, 2), (2, 12, 1, 1)]
+    assert [tuple(b.shape) for b in bbox_preds] == [(2, 16, 2, 2), (2, 16, 1, 1)]
+    # every conv is initialised Xavier with zero bias
+    assert all(float(c.bias.detach().abs().max()) == 0 for c in head.cls_convs)
+
+
+def test_loss_matches_reference():
+    head = small_head()
+    cls_scores, bbox_preds = head(feats(3))
+    targets = [{'boxes': torch.tensor([[2., 2., 12., 12.], [10., 4., 30., 28.]]), 'labels': torch.tensor([0, 1])},
+               {'boxes': torch.tensor([[16., 16., 31., 31.]]), 'labels': torch.tensor([1])},
+               {'boxes': torch.zeros(0, 4), 'labels': torch.zeros(0, dtype=torch.long)}]  # background only
+    losses = head.loss(cls_scores, bbox_preds, targets)
+    ref_cls, ref_box = reference_loss(head, cls_scores, bbox_preds, targets)
+    torch.testing.assert_close(losses['loss_cls'], ref_cls)
+    torch.testing.assert_close(losses['loss_bbox'], ref_box)
+    assert set(losses) == {'loss_cls', 'loss_bbox'}
+
+
+def test_no_ground_truth_only_negatives():
+    head = small_head()
+    cls_scores, bbox_preds = head(feats())
+    empty = [{'boxes': torch.zeros(0, 4), 'labels': torch.zeros(0, dtype=torch.long)}] * 2
+    losses = head.loss(cls_scores, bbox_preds, empty)
+    assert losses['loss_bbox'].item() == 0
+    # the class loss is the background cross-entropy of the 3 hardest anchors of each image, over 1 (no positives)
+    ce = F.cross_entropy(flatten_levels(cls_scores, 3).reshape(-1, 3), torch.full((40,), NUM_CLASSES),
+                         reduction='none').view(2, 20)
+    expected = ce.sort(dim=1, descending=True).values[:, :3].sum()
+    torch.testing.assert_close(losses['loss_cls'], expected)
+    assert losses['loss_cls'] > 0
+    losses['loss_cls'].backward()  # gradients flow through the mined negatives
+    assert head.cls_convs[0].weight.grad.abs().sum() > 0
+    # neg_per_empty_img=0 is torchvision's and mmdetection's behaviour: nothing learned from such images
+    head0 = small_head(neg_per_empty_img=0)
+    assert head0.loss(*head0(feats()), empty)['loss_cls'].item() == 0
+
+
+def test_hard_negative_ratio_and_beta_are_used():
+    head = small_head(neg_pos_ratio=1, smoothl1_beta=0.5)
+    cls_scores, bbox_preds = head(feats())
+    targets = [{'boxes': torch.tensor([[2., 2., 12., 12.]]), 'labels': torch.tensor([1])}] * 2
+    losses = head.loss(cls_scores, bbox_preds, targets)
+    ref_cls, ref_box = reference_loss(head, cls_scores, bbox_preds, targets, neg_pos_ratio=1, beta=0.5)
+    torch.testing.assert_close(losses['loss_cls'], ref_cls)
+    torch.testing.assert_close(losses['loss_bbox'], ref_box)
+
+
+def test_ignored_anchors_are_in_no_loss():
+    head = small_head(assigner=MaxIoUAssigner(pos_iou_thr=0.5, neg_iou_thr=0.5, min_pos_iou=0.0,
+                                              gt_max_assign_all=False, ignore_iof_thr=0.5))
+    cls_scores, bbox_preds = head(feats(1))
+    anchors = torch.cat(head.anchors(cls_scores))
+    target = {'boxes': torch.tensor([[2., 2., 12., 12.]]), 'labels': torch.tensor([0]),
+              'ignore_boxes': torch.tensor([[16., 0., 32., 32.]])}  # the right half of the image
+    labels, pos, neg, _ = head.get_targets(anchors, [target])
+    in_ignore = (anchors[:, 0] >= 16) & (anchors[:, 2] <= 32)  # the 8 anchors of the two right locations
+    assert in_ignore.sum() == 8
+    assert not (pos | neg)[0, in_ignore].any()  # ignored: in no loss
+    assert (pos | neg)[0, ~in_ignore].all() and pos.any()
+    assert (labels[0, ~pos[0]] == NUM_CLASSES).all()
+
+
+def test_bad_labels_and_mismatched_levels_are_named():
+    head = small_head()
+    out = head(feats(1))
+    with pytest.raises(ValueError, match='0..1'):
+        head.loss(*out, [{'boxes': torch.tensor([[0., 0., 5., 5.]]), 'labels': torch.tensor([2])}])
+    with pytest.raises(ValueError, match='1 boxes but 2 labels'):
+        head.loss(*out, [{'boxes': torch.tensor([[0., 0., 5., 5.]]), 'labels': torch.tensor([0, 1])}])
+    with pytest.raises(ValueError, match='anchor generator has 2 levels'):
+        small_head(in_channels=(8, 16, 32))
+
+
+def hand_made_outputs(boost: dict[tuple[int, int], int]):
+    """Level outputs where every anchor is background (logit 10) except anchors ``(level, index) -> class``."""
+    cls_scores = [torch.zeros(1, 12, 2, 2), torch.zeros(1, 12, 1, 1)]
+    flat = [c.permute(0, 2, 3, 1).reshape(-1, 3) for c in cls_scores]  # views: (HWA, C + 1)
+    for f in flat:
+        f[:, NUM_CLASSES] = 10.0
+    for (level, index), cls in boost.items():
+        flat[level][index] = 0.0
+        flat[level][index, cls] = 10.0
+    cls_scores = [f.reshape(1, h, w, 12).permute(0, 3, 1, 2) for f, (h, w) in zip(flat, [(2, 2), (1, 1)])]
+    bbox_preds = [torch.zeros(1, 16, 2, 2), torch.zeros(1, 16, 1, 1)]
+    return cls_scores, bbox_preds
+
+
+def test_predict_decodes_rescales_and_clips():
+    head = small_head()
+    # anchor 0 of level 1: the 16x16 square at (16, 16) -> (8, 8, 24, 24); anchor 2 of level 0 at location (0, 0):
+    # the wide box 8*sqrt(2) x 8/sqrt(2) centred at (8, 8)
+    cls_scores, bbox_preds = hand_made_outputs({(1, 0): 1, (0, 2): 0})
+    score = math.exp(10) / (math.exp(10) + 2)
+    meta = {'img_shape': (32, 32), 'ori_shape': (40, 30), 'scale_factor': (0.5, 2.0)}
+    (res,) = head.predict(cls_scores, bbox_preds, [meta], rescale=True)
+    assert res['labels'].tolist() == [1, 0] or res['labels'].tolist() == [0, 1]
+    by_label = {int(lab): (b, s) for lab, b, s in zip(res['labels'], res['boxes'], res['scores'])}
+    torch.testing.assert_close(by_label[1][1], torch.tensor(score))
+    # input (8, 8, 24, 24) -> original x / 0.5, y / 2 -> (16, 4, 48, 12), x clipped to the width 30
+    torch.testing.assert_close(by_label[1][0], torch.tensor([16., 4., 30., 12.]))
+    half_w, half_h = 4 * math.sqrt(2), 4 / math.sqrt(2)
+    torch.testing.assert_close(by_label[0][0], torch.tensor([(8 - half_w) / 0.5, (8 - half_h) / 2,
+                                                             (8 + half_w) / 0.5, (8 + half_h) / 2]))
+    # input-image boxes without rescale
+    (res_in,) = head.predict(cls_scores, bbox_preds, [meta], rescale=False)
+    assert [8., 8., 24., 24.] in res_in['boxes'].tolist()
+    # a box pushed entirely outside the original image by the rescale is clipped to nothing and dropped
+    cls_scores, bbox_preds = hand_made_outputs({(0, 4 + 2): 0})  # the wide box at (24, 8): x from 36.7 to 59.3
+    assert len(head.predict(cls_scores, bbox_preds, [meta], rescale=True)[0]['boxes']) == 0
+
+
+def test_predict_thresholds_nms_and_max_per_img():
+    head = small_head()
+    # anchors 0 and 1 of level 1 (16x16 and 22.6x22.6 squares, IoU 0.5) both say class 1; anchor 2 says class 0
+    cls_scores, bbox_preds = hand_made_outputs({(1, 0): 1, (1, 1): 1, (1, 2): 0})
+    (res,) = head.predict(cls_scores, bbox_preds, rescale=False, iou_threshold=0.45)
+    assert sorted(res['labels'].tolist()) == [0, 1]  # the two class-1 boxes overlap with IoU 0.5 > 0.45
+    (res,) = head.predict(cls_scores, bbox_preds, rescale=False, iou_threshold=0.6)
+    assert sorted(res['labels'].tolist()) == [0, 1, 1]
+    (res,) = head.predict(cls_scores, bbox_preds, rescale=False, iou_threshold=0.6, max_per_img=1)
+    assert len(res['boxes']) == 1
+    # the scores are e^10 / (e^10 + 2) = 0.99991
+    (res,) = head.predict(cls_scores, bbox_preds, rescale=False, score_thr=0.99995)
+    assert len(res['boxes']) == 0 and res['boxes'].shape == (0, 4)
+    # nms_pre keeps the best candidates of each level before NMS
+    (res,) = head.predict(cls_scores, bbox_preds, rescale=False, iou_threshold=0.6, nms_pre=1)
+    assert len(res['boxes']) == 1
+    with pytest.raises(ValueError, match='scale_factor'):
+        head.predict(cls_scores, bbox_preds, [{}], rescale=True)
+
+
+def test_depthwise_head():
+    head = small_head(use_depthwise=True, act='relu6', bn_eps=1e-3, bn_momentum=0.03)
+    dw, pw = head.cls_convs[0]
+    assert dw.conv.groups == 8 and dw.bn.eps == 1e-3 and isinstance(dw.act, torch.nn.ReLU6)
+    assert pw.kernel_size == (1, 1) and pw.out_channels == 12
+    cls_scores, _ = head(feats())
+    assert cls_scores[1].shape == (2, 12, 1, 1)
