@@ -1,4 +1,4 @@
-# Quickstart: an SSDLite-style detector (MobileNetV2 x0.5, 192x192 input) trained from scratch on the synthetic
+# Quickstart: a small SSD (ResNet-18, 192x192 input) trained from scratch on the synthetic
 # shapes dataset (4 classes: circle, square, triangle, star) on the CPU. tools/quickstart.sh generates the data,
 # trains, tests, runs the demo and plots the curves; target: the whole run in <= 10 minutes on 2 cores with
 # VOC mAP@0.5 >= 0.80 on the val split.
@@ -12,21 +12,18 @@ data_root = 'data/shapes/'
 input_size = 192
 mean = [123.675, 116.28, 103.53]
 std = [58.395, 57.12, 57.375]
-bn = dict(bn_eps=0.001, bn_momentum=0.03)
 
 # Shapes span 14%..44% of the image side (27..85 px at 192), so three levels suffice:
 # 12x12 (stride 16), 6x6 (stride 32) and one extra 3x3 (stride 64) level; 4 anchors per location, 756 in all.
+# A ResNet-18 (BN everywhere) learns from scratch within a few hundred CPU iterations; a MobileNetV2 x0.5 with a
+# depthwise head, tried first, had learned next to nothing (mAP 0.07) after the same budget.
 model = dict(
     type='SingleStageDetector',
-    backbone=dict(type='MobileNetV2', widen_factor=0.5, out_indices=(4, 7), act='relu6', **bn),
-    neck=dict(type='SSDNeck', extra_channels=(256, ), strides=(2, ), paddings=(1, ), norm=True, use_depthwise=True,
-              act='relu6', **bn),
+    backbone=dict(type='ResNet', depth=18, num_stages=4, strides=(1, 2, 2, 2), out_indices=(2, 3)),
+    neck=dict(type='SSDNeck', extra_channels=(256, ), strides=(2, ), paddings=(1, )),
     bbox_head=dict(
         type='SSDHead',
         num_classes=len(classes),
-        use_depthwise=True,
-        act='relu6',
-        **bn,
         anchor_generator=dict(type='SSDAnchorGenerator', input_size=input_size, strides=[16, 32, 64],
                               ratios=[[2], [2], [2]], min_sizes=[24, 48, 96], max_sizes=[48, 96, 160]),
         bbox_coder=dict(type='DeltaXYWHBBoxCoder', target_means=[0.0, 0.0, 0.0, 0.0],
@@ -77,18 +74,18 @@ test_evaluator = val_evaluator
 
 # From scratch in a few hundred iterations: AdamW converges without lr tuning; no weight decay on BN and biases.
 optim_wrapper = dict(
-    optimizer=dict(type='AdamW', lr=2e-3, weight_decay=1e-4),
+    optimizer=dict(type='AdamW', lr=1e-3, weight_decay=1e-4),
     clip_grad=dict(max_norm=10.0),
     paramwise_cfg=dict(norm_decay_mult=0.0, bias_decay_mult=0.0))
-# 6 epochs x 1000 images at batch 16 = 378 iterations (unmeasured: about 1 s each on 2 cores is the estimate)
-max_epochs = 6
+# 7 epochs x 1000 images at batch 16 = 441 iterations, about 1.1 s each on 2 cores
+max_epochs = 7
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),
     # cosine over the whole run, followed per iteration rather than in epoch steps
     dict(type='CosineAnnealingLR', by_epoch=True, begin=0, end=max_epochs, T_max=max_epochs, eta_min_ratio=0.02,
          convert_to_iter_based=True),
 ]
-train_cfg = dict(max_epochs=max_epochs, val_interval=2)
+train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)  # evaluating once keeps the run short
 auto_scale_lr = dict(enable=False, base_batch_size=16)
 default_hooks = dict(
     logger=dict(interval=10),
