@@ -29,6 +29,16 @@ def _cfg(work_dir, batch_size):
         train_cfg=dict(max_epochs=2, val_interval=1))
 
 
+def _single(rank, work_dir, out_dir):
+    """The 1-process reference run, in a fresh interpreter like the ranks (not in pytest's own process)."""
+    torch.set_num_threads(1)
+    trainer = Trainer(_cfg(work_dir, batch_size=4))
+    metrics = trainer.train()
+    torch.save(trainer.model.state_dict(), os.path.join(out_dir, 'single.pt'))
+    with open(os.path.join(out_dir, 'metrics_single.json'), 'w') as f:
+        json.dump(metrics, f)
+
+
 def _worker(rank, world_size, port, work_dir, out_dir):
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size), MASTER_ADDR='127.0.0.1',
                       MASTER_PORT=str(port))
@@ -53,11 +63,12 @@ def test_ddp_two_ranks_match_each_other_and_a_single_process(tmp_path):
     for k in r0:
         assert torch.equal(r0[k], r1[k]), k
 
-    single = Trainer(_cfg(tmp_path / 'single', batch_size=4))
-    single_metrics = single.train()
+    mp.spawn(_single, args=(str(tmp_path / 'single'), str(tmp_path)), nprocs=1, join=True)
+    single_state = torch.load(tmp_path / 'single.pt', weights_only=True)
+    single_metrics = json.loads((tmp_path / 'metrics_single.json').read_text())
     set_random_seed(0)
     initial = toy.ToyDetector().state_dict()  # what both runs started from (seed 0)
-    for k, v in single.model.state_dict().items():
+    for k, v in single_state.items():
         assert not torch.equal(v, initial[k])  # trained
         torch.testing.assert_close(r0[k], v, rtol=1e-4, atol=1e-5, msg=f'{k} differs from the 1-process run')
 
