@@ -21,7 +21,7 @@ import torch
 
 from detkit.apis import init_detector
 from detkit.apis.results import to_coco_detections, to_per_class_arrays
-from detkit.engine import build_dataloader, build_metrics, evaluate
+from detkit.engine import build_dataloader, build_metrics, evaluate, setup_env
 from detkit.utils.config import DictAction, load_config
 from detkit.utils.visualization import draw_detections
 
@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     cfg = load_config(args.config, args.cfg_options)
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
+    setup_env(cfg.get('env_cfg'), torch.device(device).type)
     model = init_detector(cfg, args.checkpoint, device=device)
 
     loader_cfg = cfg.get('test_dataloader') or cfg.get('val_dataloader')

@@ -4,7 +4,6 @@ from __future__ import annotations
 import random
 from typing import Any, NamedTuple, Sequence
 
-import cv2
 import numpy as np
 import torch
 
@@ -65,13 +64,13 @@ def collate(batch: Sequence[dict[str, Any]]) -> DetBatch:
 
 
 def worker_init_fn(worker_id: int) -> None:
-    """Seed numpy and ``random`` in a data-loader worker from torch's per-worker seed; one OpenCV thread.
+    """Seed numpy and ``random`` in a data-loader worker from torch's per-worker seed.
 
     Transforms draw from ``numpy.random``; torch reseeds only itself per worker, so without this every forked
-    worker would repeat the same augmentations. OpenCV's own thread pool in each of several workers would
-    oversubscribe the cores, hence one thread per worker.
+    worker would repeat the same augmentations. It leaves OpenCV's threads alone: ``cv2.setNumThreads`` in a forked
+    worker whose parent had run OpenCV's thread pool deadlocks; the parent sets them before forking
+    (``detkit.engine.setup_env``, ``env_cfg.opencv_num_threads``).
     """
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
-    cv2.setNumThreads(1)

@@ -41,6 +41,7 @@ from .checkpoint import (find_latest_checkpoint, get_rng_state, list_epoch_check
 from .data import batch_to_device, build_dataloader, find_dataset_attr
 from .dist import (all_gather_object, all_reduce_mean, any_across_ranks, barrier, broadcast_object, get_rank,
                    get_world_size, is_distributed)
+from .env import setup_env
 from .evaluator import build_metrics, evaluate, select_main_metric
 from .logger import TrainLogger
 from .optim_wrapper import build_optim_wrapper
@@ -110,8 +111,9 @@ class Trainer:
     ``train_cfg`` (``max_epochs``, ``val_interval``, ``val_begin``), ``auto_scale_lr`` (``enable``,
     ``base_batch_size``), ``default_hooks`` (``logger.interval``, ``logger.tensorboard``, ``checkpoint.interval``,
     ``checkpoint.max_keep_ckpts``, ``checkpoint.save_best``, ``checkpoint.rule``), ``env_cfg`` (``num_threads``,
-    ``cudnn_benchmark``), ``seed``, ``device``, ``load_from``, ``resume`` (``False``, ``True``/``'auto'`` for the
-    latest ``epoch_N.pth`` in ``work_dir``, or a path), ``find_unused_parameters``, ``sync_bn``.
+    ``opencv_num_threads``, ``cudnn_benchmark``: see :func:`setup_env`), ``seed``, ``device``, ``load_from``,
+    ``resume`` (``False``, ``True``/``'auto'`` for the latest ``epoch_N.pth`` in ``work_dir``, or a path),
+    ``find_unused_parameters``, ``sync_bn``.
 
     Attributes:
         model: the detector (unwrapped).
@@ -141,7 +143,7 @@ class Trainer:
         if self.best_rule not in ('greater', 'less'):
             raise ValueError(f"default_hooks.checkpoint.rule must be 'greater' or 'less', got {self.best_rule!r}")
 
-        self._setup_env(cfg.get('env_cfg') or {})
+        setup_env(cfg.get('env_cfg'), self.device.type)
         if self.rank == 0:
             os.makedirs(self.work_dir, exist_ok=True)
         barrier()
@@ -218,12 +220,6 @@ class Trainer:
             self._resume(resume_ckpt)  # last: it restores the RNG states
 
     # ----------------------------------------------------------------------------------------------- setup
-    def _setup_env(self, env_cfg: Mapping[str, Any]) -> None:
-        if env_cfg.get('num_threads'):
-            torch.set_num_threads(int(env_cfg['num_threads']))
-        if self.device.type == 'cuda':
-            torch.backends.cudnn.benchmark = bool(env_cfg.get('cudnn_benchmark', False))
-
     def _resolve_resume(self, resume: Any) -> str | None:
         if not resume:
             return None

@@ -6,6 +6,7 @@ import toy
 import torch
 from torch.utils.data import Dataset
 
+from detkit.engine import setup_env
 from detkit.engine.data import build_dataloader
 from detkit.engine.evaluator import evaluate
 
@@ -40,14 +41,47 @@ def test_train_order_is_a_function_of_seed_and_epoch():
     assert orders[0] != orders[1] and sorted(orders[0]) == list(range(10))
 
 
-def test_workers_draw_different_numpy_streams_and_leave_opencv_single_threaded():
+def test_workers_draw_different_numpy_streams():
     loader = build_dataloader(dict(batch_size=1, num_workers=2, persistent_workers=True), train=False,
                               dataset=Indices())
-    metas = [m for b in loader for m in b.metas]
-    values = [m['np'] for m in metas]
+    values = [m['np'] for b in loader for m in b.metas]
     # forked workers inherit the parent's numpy state: unseeded, both would draw the same numbers
     assert len(set(values)) == len(values)
-    assert {m['cv2_threads'] for m in metas} == {1}  # worker_init_fn gave each worker one OpenCV thread
+
+
+class Resizes(Dataset):
+    """Runs OpenCV's parallel resize in the worker, as the transforms do."""
+
+    def __init__(self, image):
+        self.image = image
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        cv2.resize(self.image, (900, 900))
+        return {'inputs': torch.zeros(3, 2, 2), 'meta': {'idx': i, 'cv2_threads': cv2.getNumThreads()}}
+
+
+def test_workers_forked_after_opencv_ran_its_pool_do_not_hang():
+    # The parent runs OpenCV's thread pool, as the dataset tests and any main-process pipeline do; the workers
+    # forked afterwards must neither touch the pool settings (cv2.setNumThreads in such a child deadlocks) nor
+    # inherit a pool: setup_env turns it off in the parent first, as the trainer and tools/test.py do.
+    image = np.random.default_rng(0).integers(0, 256, (1200, 1200, 3), dtype=np.uint8)
+    threads = cv2.getNumThreads()
+    try:
+        cv2.setNumThreads(2)
+        for _ in range(3):
+            cv2.resize(image, (900, 900))
+        setup_env(dict(num_threads=None))  # opencv_num_threads defaults to 0: no pool (getNumThreads says 1)
+        assert cv2.getNumThreads() == 1
+        loader = build_dataloader(dict(batch_size=1, num_workers=2), train=False, dataset=Resizes(image))
+        loader.timeout = 60  # a hung worker raises "DataLoader timed out" instead of hanging the suite
+        metas = [m for b in loader for m in b.metas]
+        assert sorted(m['idx'] for m in metas) == [0, 1, 2, 3]
+        assert {m['cv2_threads'] for m in metas} == {1}
+    finally:
+        cv2.setNumThreads(threads)
 
 
 def test_evaluate_feeds_metrics_the_protocol_in_dataset_order(tmp_path):
