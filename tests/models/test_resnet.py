@@ -77,9 +77,25 @@ def test_frozen_stages_and_norm_eval():
     assert not r2.bn1.training and r2.layer1[0].bn1.training
 
 
+def test_base_channels_scales_every_width_of_torchvision_resnet18():
+    half = ResNet(depth=18, base_channels=32)
+    assert half.out_channels == (32, 64, 128, 256)
+    tv_shapes = {n: p.shape for n, p in torchvision.models.resnet18().named_parameters() if not n.startswith('fc.')}
+    ours = dict(half.named_parameters())
+    assert set(ours) == set(tv_shapes)
+    for name, shape in tv_shapes.items():
+        # every channel dimension halves; the RGB input and the kernel sizes stay
+        expected = tuple(d if (i == 1 and d == 3) or i >= 2 else d // 2 for i, d in enumerate(shape))
+        assert tuple(ours[name].shape) == expected, name
+    outs = half(torch.randn(2, 3, 64, 64))
+    assert [tuple(o.shape) for o in outs] == [(2, 32, 16, 16), (2, 64, 8, 8), (2, 128, 4, 4), (2, 256, 2, 2)]
+
+
 def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match='depth'):
         ResNet(depth=42)
+    with pytest.raises(ValueError, match='base_channels'):
+        ResNet(depth=18, base_channels=0)
     with pytest.raises(ValueError, match='strides'):
         ResNet(num_stages=3, strides=(1, 2, 2, 2))
     with pytest.raises(ValueError, match='out_indices'):

@@ -91,6 +91,9 @@ class ResNet(nn.Module):
             small per-GPU batches.
         bn_eps: batch norm epsilon.
         bn_momentum: batch norm momentum.
+        base_channels: width of the stem and of the first stage (each later stage doubles it); 64 is the standard
+            network, the only width torchvision weights fit. A narrower one (e.g. 32, about a quarter of the
+            FLOPs) suits training from scratch on a CPU.
         pretrained: path of a local torchvision ResNet weight file (e.g. ``resnet50-0676ba61.pth``).
         init_cfg: ``dict(type='Pretrained', checkpoint=PATH)``, the mmdetection spelling of ``pretrained``.
 
@@ -100,8 +103,8 @@ class ResNet(nn.Module):
 
     def __init__(self, depth: int = 50, num_stages: int = 4, strides: Sequence[int] = (1, 2, 2, 2),
                  out_indices: Sequence[int] = (0, 1, 2, 3), frozen_stages: int = -1, norm_eval: bool = False,
-                 bn_eps: float = 1e-5, bn_momentum: float = 0.1, pretrained: str | None = None,
-                 init_cfg: dict | None = None) -> None:
+                 bn_eps: float = 1e-5, bn_momentum: float = 0.1, base_channels: int = 64,
+                 pretrained: str | None = None, init_cfg: dict | None = None) -> None:
         super().__init__()
         if depth not in _ARCH:
             raise ValueError(f'depth must be one of {sorted(_ARCH)}, got {depth}')
@@ -121,14 +124,16 @@ class ResNet(nn.Module):
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
 
-        self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64, eps=bn_eps, momentum=bn_momentum)
+        if base_channels < 1:
+            raise ValueError(f'base_channels must be >= 1, got {base_channels}')
+        self.conv1 = nn.Conv2d(3, base_channels, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(base_channels, eps=bn_eps, momentum=bn_momentum)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        inplanes = 64
+        inplanes = base_channels
         stage_channels = []
         for i in range(num_stages):
-            planes = 64 * 2**i
+            planes = base_channels * 2**i
             layer, inplanes = self._make_stage(block, inplanes, planes, blocks[i], strides[i], bn_eps, bn_momentum)
             self.add_module(f'layer{i + 1}', layer)
             stage_channels.append(inplanes)
