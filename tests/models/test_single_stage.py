@@ -132,3 +132,27 @@ def test_built_parts_can_be_passed_directly():
                             train_cfg=dict(neg_pos_ratio=3))
     with pytest.raises(ValueError, match='Tensor\\[N, 3, H, W\\]'):
         det(torch.zeros(3, 64, 64))
+
+
+def test_channels_last_gives_the_same_losses_gradients_and_detections(tiny):
+    images, targets = synthetic_batch(2)
+    cfg = tiny_ssd_cfg()
+    cfg['channels_last'] = True
+    nhwc = MODELS.build(cfg)
+    nhwc.load_state_dict(tiny.state_dict())
+    convs = [m.weight for m in nhwc.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    assert all(m.weight.is_contiguous() for m in tiny.modules() if isinstance(m, torch.nn.Conv2d))
+    ref_losses, nhwc_losses = tiny.loss(images, targets), nhwc.loss(images, targets)
+    for k in ref_losses:
+        torch.testing.assert_close(nhwc_losses[k], ref_losses[k], rtol=1e-4, atol=1e-5)
+    sum(ref_losses.values()).backward()
+    sum(nhwc_losses.values()).backward()
+    for (name, p), q in zip(tiny.named_parameters(), nhwc.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-3, atol=1e-5, msg=name)
+    tiny.eval()
+    nhwc.eval()
+    metas = [{'ori_shape': (64, 64), 'img_shape': (64, 64), 'scale_factor': (1.0, 1.0)}] * 2
+    for ref, out in zip(tiny.predict(images, metas), nhwc.predict(images, metas)):
+        torch.testing.assert_close(out['scores'][:20], ref['scores'][:20], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(out['boxes'][:20], ref['boxes'][:20], rtol=1e-4, atol=1e-3)
