@@ -18,10 +18,13 @@ The command-line front end is ``tools/dataset_converters/make_shapes.py``.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
+import multiprocessing as mp
 import os
 import zlib
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 from xml.sax.saxutils import escape
@@ -173,9 +176,13 @@ def generate_shapes(num: int, seed: int = 0, size: int = 320, split: str = 'trai
     if size < 32:
         raise ValueError(f'generate_shapes: size must be >= 32, got {size}')
     for i in range(num):
-        rng = np.random.default_rng([seed, _split_key(split), i])
-        img, boxes, labels = draw_shapes_image(rng, size, num_classes, max_objects)
-        yield ShapeSample(f'{split}_{i:06d}', img, boxes, labels)
+        yield _make_sample(seed, split, i, size, num_classes, max_objects)
+
+
+def _make_sample(seed: int, split: str, i: int, size: int, num_classes: int, max_objects: int) -> ShapeSample:
+    rng = np.random.default_rng([seed, _split_key(split), i])
+    img, boxes, labels = draw_shapes_image(rng, size, num_classes, max_objects)
+    return ShapeSample(f'{split}_{i:06d}', img, boxes, labels)
 
 
 def _voc_xml(sample: ShapeSample, classes: Sequence[str]) -> str:
@@ -192,8 +199,32 @@ def _voc_xml(sample: ShapeSample, classes: Sequence[str]) -> str:
             f'  <segmented>0</segmented>\n{"".join(objs)}</annotation>\n')
 
 
+_CHUNK = 50  # images per task of the worker pool
+
+
+def _write_chunk(indices: range, *, out_dir: str, formats: Sequence[str], classes: Sequence[str], seed: int,
+                 size: int, split: str, max_objects: int, jpeg_quality: int
+                 ) -> list[tuple[str, tuple[int, int], list[list[int]], list[int]]]:
+    """Draw, encode and write images ``indices`` (and their VOC XML); return ``(name, (h, w), boxes, labels)``."""
+    out = []
+    img_dirs = sorted({'JPEGImages' if f == 'voc' else 'images' for f in formats})
+    for i in indices:
+        sample = _make_sample(seed, split, i, size, len(classes), max_objects)
+        ok, encoded = cv2.imencode('.jpg', sample.image, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
+        if not ok:
+            raise RuntimeError(f'write_shapes: JPEG encoding failed for {sample.name}')
+        for d in img_dirs:
+            encoded.tofile(os.path.join(out_dir, d, f'{sample.name}.jpg'))
+        if 'voc' in formats:
+            with open(os.path.join(out_dir, 'Annotations', f'{sample.name}.xml'), 'w') as f:
+                f.write(_voc_xml(sample, classes))
+        out.append((sample.name, sample.image.shape[:2], sample.bboxes.astype(int).tolist(), sample.labels.tolist()))
+    return out
+
+
 def write_shapes(out_dir: str, num: int, fmt: str = 'voc', seed: int = 0, size: int = 320, split: str = 'train',
-                 num_classes: int = len(SHAPE_CLASSES), max_objects: int = 5, jpeg_quality: int = 95) -> dict:
+                 num_classes: int = len(SHAPE_CLASSES), max_objects: int = 5, jpeg_quality: int = 95,
+                 workers: int = 1) -> dict:
     """Write a shapes dataset in one of the formats detkit reads (or ``'all'`` three).
 
     Layouts under ``out_dir`` (image files are identical across formats)::
@@ -214,11 +245,14 @@ def write_shapes(out_dir: str, num: int, fmt: str = 'voc', seed: int = 0, size: 
         num_classes: how many shape classes to use.
         max_objects: at most this many objects per image.
         jpeg_quality: JPEG quality of the written images.
+        workers: processes that draw and encode the images (the files are the same for any number).
 
     Returns:
         ``dict(classes=..., num_images=..., num_boxes=..., configs={fmt: dataset config dict})``; each config
         builds the written dataset (without a pipeline) with :func:`detkit.datasets.build_dataset`.
     """
+    if workers < 1:
+        raise ValueError(f'write_shapes: workers must be >= 1, got {workers}')
     formats = ('voc', 'coco', 'txt') if fmt == 'all' else (fmt,)
     for f in formats:
         if f not in ('voc', 'coco', 'txt'):
@@ -237,28 +271,25 @@ def write_shapes(out_dir: str, num: int, fmt: str = 'voc', seed: int = 0, size: 
     coco = dict(images=[], annotations=[], categories=[dict(id=i + 1, name=c, supercategory='shape')
                                                         for i, c in enumerate(classes)])
     num_boxes = 0
-    for i, sample in enumerate(generate_shapes(num, seed, size, split, num_classes, max_objects)):
-        ok, encoded = cv2.imencode('.jpg', sample.image, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
-        if not ok:
-            raise RuntimeError(f'write_shapes: JPEG encoding failed for {sample.name}')
-        img_dirs = {'JPEGImages' if f == 'voc' else 'images' for f in formats}
-        for d in img_dirs:
-            encoded.tofile(os.path.join(out_dir, d, f'{sample.name}.jpg'))
-        boxes = sample.bboxes.astype(int).tolist()
-        labels = sample.labels.tolist()
+    chunks = [range(start, min(num, start + _CHUNK)) for start in range(0, num, _CHUNK)]
+    job = functools.partial(_write_chunk, out_dir=out_dir, formats=formats, classes=classes, seed=seed, size=size,
+                            split=split, max_objects=max_objects, jpeg_quality=jpeg_quality)
+    if workers > 1 and len(chunks) > 1:
+        # spawn: a forked child of a process that has run OpenCV's or torch's thread pools may deadlock
+        with ProcessPoolExecutor(min(workers, len(chunks)), mp_context=mp.get_context('spawn')) as pool:
+            written = [item for chunk in pool.map(job, chunks) for item in chunk]
+    else:
+        written = [item for chunk in map(job, chunks) for item in chunk]
+    for i, (name, (h, w), boxes, labels) in enumerate(written):  # in index order, whatever the workers
         num_boxes += len(boxes)
-        ids.append(sample.name)
-        if 'voc' in formats:
-            with open(os.path.join(out_dir, 'Annotations', f'{sample.name}.xml'), 'w') as f:
-                f.write(_voc_xml(sample, classes))
-        h, w = sample.image.shape[:2]
-        coco['images'].append(dict(id=i + 1, file_name=f'{sample.name}.jpg', width=w, height=h))
+        ids.append(name)
+        coco['images'].append(dict(id=i + 1, file_name=f'{name}.jpg', width=w, height=h))
         for (x1, y1, x2, y2), label in zip(boxes, labels):
             coco['annotations'].append(dict(id=len(coco['annotations']) + 1, image_id=i + 1, category_id=label + 1,
                                             bbox=[x1, y1, x2 - x1, y2 - y1], area=(x2 - x1) * (y2 - y1),
                                             iscrowd=0))
-        txt_lines.append(' '.join([f'images/{sample.name}.jpg'] + [f'{x1},{y1},{x2},{y2},{label}' for
-                                                                    (x1, y1, x2, y2), label in zip(boxes, labels)]))
+        txt_lines.append(' '.join([f'images/{name}.jpg'] + [f'{x1},{y1},{x2},{y2},{label}' for
+                                                             (x1, y1, x2, y2), label in zip(boxes, labels)]))
     if 'voc' in formats:
         with open(os.path.join(out_dir, 'ImageSets', 'Main', f'{split}.txt'), 'w') as f:
             f.write('\n'.join(ids) + '\n')

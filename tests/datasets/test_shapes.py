@@ -68,3 +68,21 @@ def test_argument_errors():
         next(generate_shapes(1, num_classes=9))
     with pytest.raises(ValueError, match='fmt'):
         shapes_dataset_cfg('x', 'yolo')
+
+
+def test_worker_processes_write_the_same_files(tmp_path):
+    """Several spawned workers (chunks of 50 images) write byte-identical files to one process's."""
+    import filecmp
+    import os
+
+    from detkit.datasets import write_shapes
+    serial, parallel = tmp_path / 'serial', tmp_path / 'parallel'
+    a = write_shapes(str(serial), num=120, fmt='all', seed=4, size=64, split='train', workers=1)
+    b = write_shapes(str(parallel), num=120, fmt='all', seed=4, size=64, split='train', workers=2)
+    assert a == {**b, 'configs': {k: {**v, 'data_root': str(serial)} for k, v in b['configs'].items()}}
+    files = sorted(os.path.relpath(os.path.join(d, f), serial) for d, _, fs in os.walk(serial) for f in fs)
+    assert len(files) == 120 * 3 + 4  # JPEGImages, images, Annotations + ImageSets, COCO json, txt, classes
+    match, mismatch, errors = filecmp.cmpfiles(serial, parallel, files, shallow=False)
+    assert not mismatch and not errors and len(match) == len(files)
+    with pytest.raises(ValueError, match='workers'):
+        write_shapes(str(tmp_path / 'x'), num=2, workers=0)

@@ -30,16 +30,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--num-classes', type=int, default=len(SHAPE_CLASSES),
                         help=f'use the first N of {SHAPE_CLASSES}')
     parser.add_argument('--max-objects', type=int, default=5, help='at most this many objects per image')
+    parser.add_argument('--workers', type=int, default=min(8, os.cpu_count() or 1),
+                        help='processes drawing the images (default: the cores, at most 8); any number writes '
+                             'the same files')
     args = parser.parse_args(argv)
     if args.num < 1:
         parser.error(f'--num must be >= 1, got {args.num}')
+    if args.workers < 1:
+        parser.error(f'--workers must be >= 1, got {args.workers}')
     return args
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     info = write_shapes(args.out, args.num, args.format, seed=args.seed, size=args.size, split=args.split,
-                        num_classes=args.num_classes, max_objects=args.max_objects)
+                        num_classes=args.num_classes, max_objects=args.max_objects, workers=args.workers)
     print(f'wrote {info["num_images"]} images with {info["num_boxes"]} boxes of {len(info["classes"])} classes '
           f'{info["classes"]} to {args.out} ({args.format}, split {args.split!r}, seed {args.seed})')
     for fmt, cfg in info['configs'].items():
