@@ -39,6 +39,13 @@ def test_nice_ticks_and_log_loading(tmp_path):
     pc = _plot_curves()
     assert pc.nice_ticks(0.0, 1.0) == [0.0, 0.25, 0.5, 0.75, 1.0]
     assert pc.nice_ticks(1, 2, integer=True) == [1, 2]
+    # the axis covers the data: 0.88 is above 0.8, the last multiple of the 0.2 step below it
+    assert pc.nice_ticks(0.3368, 0.8807) == [0.2, 0.4, 0.6, 0.8, 1.0]
+    rng = np.random.default_rng(0)
+    for lo, span in zip(rng.uniform(-50, 50, 200), 10.0 ** rng.uniform(-3, 3, 200)):
+        ticks = pc.nice_ticks(lo, lo + span)
+        eps = 1e-9 * span
+        assert ticks[0] <= lo + eps and ticks[-1] >= lo + span - eps and 2 <= len(ticks) <= 9
     flat = pc.nice_ticks(3, 3)  # a constant series still gets an axis around it
     assert len(flat) >= 2 and flat[0] <= 3 <= flat[-1]
     log = tmp_path / 'run.log.json'

@@ -76,10 +76,9 @@ def nice_ticks(lo: float, hi: float, n: int = 5, integer: bool = False) -> list[
     if integer:
         step = max(1, round(step))
     start = math.floor(lo / step) * step
-    ticks, t = [], start
-    while t <= hi + step * 0.5:
-        ticks.append(round(t, 10))
-        t += step
+    ticks = [round(start, 10)]
+    while ticks[-1] < hi - 1e-9 * step:  # until the last tick reaches hi (multiples of step: no drift)
+        ticks.append(round(start + len(ticks) * step, 10))
     return ticks
 
 
