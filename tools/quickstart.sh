@@ -8,10 +8,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
-CONFIG=configs/quickstart/ssd_shapes.py
+CONFIG=${CONFIG:-configs/quickstart/ssd_shapes.py}
 WORK=work_dirs/quickstart
 DATA=data/shapes
-NUM_TRAIN=${NUM_TRAIN:-1000}
+NUM_TRAIN=${NUM_TRAIN:-2000}
 NUM_VAL=${NUM_VAL:-200}
 PHOTOS=${PHOTOS:-../shared/data/images}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
