@@ -7,24 +7,91 @@ Config (``train_dataloader`` / ``val_dataloader`` / ``test_dataloader``)::
          shuffle=True, drop_last=False,
          dataset=dict(type='VOCDataset', ...))
 
-Shuffling is reproducible: the order of epoch ``e`` is a permutation drawn from a generator seeded with
-``seed + e`` (torch's ``DistributedSampler`` does exactly this, also with one process), so a run resumed at epoch
-``e`` sees the same order as the uninterrupted run. The augmentations repeat exactly too with ``num_workers=0``
-(they draw from the main process's RNGs, which checkpoints restore) or with non-persistent workers (each epoch's
-workers are seeded from the restored torch RNG). Persistent workers keep their RNG streams running from epoch to
-epoch, and a resumed run starts new ones: the same images in the same order, but different random augmentations.
+Training data is a pure function of ``(seed, epoch)``:
+
+* the order of epoch ``e`` is a permutation drawn from a generator seeded with ``seed + e`` (torch's
+  ``DistributedSampler`` does exactly this, also with one process);
+* the random augmentations of item ``i`` in epoch ``e`` draw from numpy's and Python's global generators seeded
+  from ``(seed, e, i)`` just for that item (the sampler hands the dataset ``(e, i)`` keys; see
+  :class:`EpochSeededDataset`), whichever process loads it.
+
+So a run resumed at epoch ``e`` sees the same batches, augmentations included, as the uninterrupted run, and the
+batches do not depend on ``num_workers`` or ``persistent_workers`` (persistent workers would otherwise carry
+their RNG streams from epoch to epoch, and a resumed run would start new ones).
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+import random
+from collections.abc import Iterator, Mapping
 from typing import Any
 
+import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, SequentialSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, SequentialSampler
 
 from detkit.datasets import build_dataset, collate, worker_init_fn
 
-__all__ = ['build_dataloader', 'batch_to_device', 'find_dataset_attr']
+__all__ = ['build_dataloader', 'batch_to_device', 'find_dataset_attr', 'EpochSeededDataset', 'EpochKeySampler']
+
+
+class EpochSeededDataset(Dataset):
+    """A training view of ``dataset`` whose item ``(epoch, idx)`` is ``dataset[idx]`` drawn with seeded RNGs.
+
+    numpy's and Python's global generators (the ones transforms draw from, as in mmdetection) are seeded from
+    ``(seed, epoch, idx)`` for the call and restored afterwards, so an item's augmentation depends on nothing else:
+    not on the worker that loads it, nor on what that worker loaded before. Other attributes (``metainfo``,
+    ``summary``, ...) are the wrapped dataset's.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int = 0) -> None:
+        self.dataset = dataset
+        self.seed = int(seed)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == 'dataset':  # not set yet (unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        try:
+            epoch, idx = key
+        except (TypeError, ValueError):
+            raise TypeError(f'EpochSeededDataset items are (epoch, index) keys (EpochKeySampler yields them), '
+                            f'got {key!r}') from None
+        np_seed, py_seed = np.random.SeedSequence([self.seed, int(epoch), int(idx)]).generate_state(2).tolist()
+        np_state, py_state = np.random.get_state(), random.getstate()
+        np.random.seed(np_seed)
+        random.seed(py_seed)
+        try:
+            return self.dataset[idx]
+        finally:  # in the main process (num_workers=0) the caller's streams go on untouched
+            np.random.set_state(np_state)
+            random.setstate(py_state)
+
+
+class EpochKeySampler(Sampler):
+    """Yields ``(epoch, index)`` for each index of ``sampler`` (a ``DistributedSampler``), for
+    :class:`EpochSeededDataset`; ``set_epoch`` goes to the wrapped sampler."""
+
+    def __init__(self, sampler: DistributedSampler) -> None:
+        self.sampler = sampler
+
+    @property
+    def epoch(self) -> int:
+        return self.sampler.epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch = self.sampler.epoch
+        return ((epoch, int(i)) for i in self.sampler)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
 
 
 def batch_to_device(images: torch.Tensor, targets: list[dict[str, torch.Tensor]],
@@ -64,9 +131,10 @@ def build_dataloader(loader_cfg: Mapping[str, Any], *, train: bool, seed: int = 
     shuffle = bool(loader_cfg.get('shuffle', (loader_cfg.get('sampler') or {}).get('shuffle', True)))
     if train:
         # DistributedSampler with one replica is a plain epoch-seeded shuffle; set_epoch(e) seeds it with seed + e
-        sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank,
-                                     shuffle=shuffle, seed=seed,
-                                     drop_last=bool(loader_cfg.get('drop_last', False)))
+        sampler = EpochKeySampler(DistributedSampler(dataset, num_replicas=world_size, rank=rank,
+                                                     shuffle=shuffle, seed=seed,
+                                                     drop_last=bool(loader_cfg.get('drop_last', False))))
+        dataset = EpochSeededDataset(dataset, seed)
     elif world_size > 1:
         # pads to a multiple of world_size by repeating the first items; the metrics drop the repeats
         sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=False)
@@ -78,6 +146,10 @@ def build_dataloader(loader_cfg: Mapping[str, Any], *, train: bool, seed: int = 
         kwargs['persistent_workers'] = bool(loader_cfg.get('persistent_workers', False))
         if loader_cfg.get('prefetch_factor') is not None:
             kwargs['prefetch_factor'] = int(loader_cfg['prefetch_factor'])
+    if train:
+        # the loader draws its workers' base seed from this generator, not from the global torch RNG: how many
+        # times it draws (each epoch, or once with persistent workers) must not shift the model's dropout stream
+        kwargs['generator'] = torch.Generator().manual_seed(seed)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
                       collate_fn=collate, worker_init_fn=worker_init_fn,
                       pin_memory=(device_type == 'cuda') if pin_memory is None else bool(pin_memory),

@@ -162,7 +162,7 @@ class Trainer:
         set_random_seed(self.seed)
         self.model: nn.Module = MODELS.build(cfg.model)
         self.model.to(self.device)
-        # a different stream per rank for data augmentation
+        # a different torch stream per rank (dropout and the like; augmentations are seeded per item, see data.py)
         set_random_seed(self.seed + self.rank)
 
         self.train_loader = build_dataloader(cfg.train_dataloader, train=True, seed=self.seed, rank=self.rank,

@@ -1,4 +1,4 @@
-"""Interrupt-and-resume ends with bit-identical weights to an uninterrupted run (CPU, num_workers=0)."""
+"""Interrupt-and-resume ends with bit-identical weights to an uninterrupted run (CPU), with or without workers."""
 import pytest
 import toy
 import torch
@@ -28,13 +28,22 @@ def _state(trainer):
                for i, s in enumerate(trainer.optim_wrapper.optimizer.state.values())}}
 
 
-def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path):
-    full = Trainer(_cfg(tmp_path / 'full'))
+def _loader(num_workers, persistent):
+    return dict(batch_size=2, num_workers=num_workers, persistent_workers=persistent, shuffle=True,
+                dataset=dict(type='ToyDataset', num_images=6, pipeline=toy.toy_pipeline(augment=True)))
+
+
+# num_workers=0: the augmentations run in the main process; 2 persistent workers: they run in workers that live
+# through the whole run, and the resumed run starts new ones. Both must end where the uninterrupted run ends.
+@pytest.mark.parametrize('num_workers,persistent', [(0, False), (2, True)])
+def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, num_workers, persistent):
+    loader = _loader(num_workers, persistent)
+    full = Trainer(_cfg(tmp_path / 'full', train_dataloader=loader))
     full.train()
     expected = _state(full)
 
     # the same run, killed in the middle of the third epoch (after epoch_2.pth was written)
-    broken = Trainer(_cfg(tmp_path / 'broken'))
+    broken = Trainer(_cfg(tmp_path / 'broken', train_dataloader=loader))
     calls = {'n': 0}
     step = broken.train_step
 
@@ -50,7 +59,7 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path):
 
     # a fresh process would start here: mess up the global RNGs to prove they are restored
     torch.manual_seed(1234)
-    resumed = Trainer(_cfg(tmp_path / 'broken', resume='auto'))
+    resumed = Trainer(_cfg(tmp_path / 'broken', resume='auto', train_dataloader=loader))
     assert resumed.resume_from.endswith('epoch_2.pth')
     assert (resumed.epoch, resumed.iter) == (2, 6)
     resumed.train()
@@ -64,6 +73,27 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path):
     a = load_checkpoint(tmp_path / 'full' / 'epoch_4.pth')
     b = load_checkpoint(tmp_path / 'broken' / 'epoch_4.pth')
     assert a['param_schedulers'] == b['param_schedulers'] and a['meta']['iter'] == b['meta']['iter'] == 12
+
+
+def test_batches_do_not_depend_on_the_number_of_workers(tmp_path):
+    """Each item's augmentation is seeded by (seed, epoch, index): 0, 1 or 2 workers train the same weights."""
+    states = []
+    for i, (num_workers, persistent) in enumerate([(0, False), (1, False), (2, True)]):
+        trainer = Trainer(_cfg(tmp_path / str(i), train_dataloader=_loader(num_workers, persistent)))
+        trainer.train()
+        states.append(_state(trainer))
+    for other in states[1:]:
+        for k in states[0]:
+            assert torch.equal(other[k], states[0][k]), k
+
+
+def test_augmentations_differ_between_epochs_and_items(tmp_path):
+    trainer = Trainer(_cfg(tmp_path, train_dataloader=_loader(0, False)))
+    dataset = trainer.train_loader.dataset
+    a, b, c = dataset[(0, 1)]['inputs'], dataset[(1, 1)]['inputs'], dataset[(0, 1)]['inputs']
+    assert torch.equal(a, c) and not torch.equal(a, b)
+    with pytest.raises(TypeError, match=r'\(epoch, index\)'):
+        dataset[3]
 
 
 def test_resume_from_an_explicit_path_and_a_finished_run(tmp_path):
