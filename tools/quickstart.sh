@@ -4,6 +4,7 @@
 #
 #   tools/quickstart.sh                      # PYTHON=.venv/bin/python tools/quickstart.sh to pick the interpreter
 #   NUM_TRAIN=400 NUM_VAL=100 tools/quickstart.sh
+#   CONFIG=configs/quickstart/my_variant.py tools/quickstart.sh   # another config over the same data and steps
 #   TRAIN_ARGS="--amp --cfg-options train_dataloader.batch_size=8" tools/quickstart.sh   # extra tools/train.py args
 set -euo pipefail
 cd "$(dirname "$0")/.."
