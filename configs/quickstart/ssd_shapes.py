@@ -5,13 +5,14 @@
 #
 # Data: python tools/dataset_converters/make_shapes.py --out data/shapes --num 2000 --format voc --seed 0 --split train
 #       (and --num 200 --split val), VOC layout: data/shapes/{JPEGImages,Annotations,ImageSets/Main/<split>.txt}.
-_base_ = ['../_base_/default_runtime.py']
+# The dataset, its loaders and the VOC evaluator come from the shapes base; this file sets the model, a lighter
+# pipeline at 192 px and the schedule.
+_base_ = ['../_base_/default_runtime.py', '../_base_/datasets/shapes_voc.py']
 
-classes = ('circle', 'square', 'triangle', 'star')  # make_shapes.py's classes, in its order
-data_root = 'data/shapes/'
+classes = ('circle', 'square', 'triangle', 'star')  # the base's (make_shapes.py's order); a child cannot read it
 input_size = 192
 mean = [123.675, 116.28, 103.53]
-std = [58.395, 57.12, 57.375]
+std = [58.395, 57.12, 57.375]  # ImageNet's std (the base normalises with std 1)
 
 # Shapes span 14%..44% of the image side (27..85 px at 192), so three levels suffice:
 # 12x12 (stride 16), 6x6 (stride 32) and one extra 3x3 (stride 64) level; 4 anchors per location, 756 in all.
@@ -59,25 +60,10 @@ test_pipeline = [
     dict(type='Normalize', mean=mean, std=std, to_rgb=True),
     dict(type='PackDetInputs'),
 ]
-train_dataloader = dict(
-    batch_size=16,
-    # one worker decodes and augments while the main process computes; more would steal the 2 cores
-    num_workers=1,
-    persistent_workers=True,
-    shuffle=True,
-    dataset=dict(type='VOCDataset', data_root=data_root, ann_file='ImageSets/Main/train.txt',
-                 data_prefix=dict(sub_data_root=''), classes=classes, filter_empty_gt=True,
-                 pipeline=train_pipeline))
-val_dataloader = dict(
-    batch_size=16,
-    num_workers=1,
-    persistent_workers=True,
-    shuffle=False,
-    dataset=dict(type='VOCDataset', data_root=data_root, ann_file='ImageSets/Main/val.txt',
-                 data_prefix=dict(sub_data_root=''), classes=classes, test_mode=True, pipeline=test_pipeline))
+# one worker decodes and augments while the main process computes; more would steal the 2 cores
+train_dataloader = dict(num_workers=1, dataset=dict(pipeline=train_pipeline))
+val_dataloader = dict(num_workers=1, dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
-val_evaluator = dict(type='VOCMetric', iou_thr=0.5, eval_mode='area')
-test_evaluator = val_evaluator
 
 # From scratch in a few hundred iterations: AdamW converges without lr tuning; no weight decay on BN and biases.
 optim_wrapper = dict(
