@@ -11,7 +11,7 @@ from torch import Tensor
 
 __all__ = ['bbox_overlaps', 'bbox_xyxy_to_cxcywh', 'bbox_cxcywh_to_xyxy', 'bbox_area']
 
-_MODES = ('iou', 'iof')
+_MODES = ('iou', 'iof', 'giou')
 
 
 def bbox_area(boxes: Tensor) -> Tensor:
@@ -25,19 +25,22 @@ def bbox_overlaps(bboxes1: Tensor, bboxes2: Tensor, mode: str = 'iou', is_aligne
 
     ``iou`` is intersection over union; ``iof`` is intersection over the area of the box from ``bboxes1``
     ("foreground"), which is how an anchor is tested against an ignore region: an anchor fully inside a crowd box
-    has IoF 1 whatever the crowd box's size.
+    has IoF 1 whatever the crowd box's size. ``giou`` is the generalised IoU of Rezatofighi et al. (CVPR 2019),
+    ``iou - (enclose - union) / enclose`` with ``enclose`` the area of the smallest box holding both, in
+    ``[-1, 1]``: unlike IoU it still ranks disjoint boxes by how far apart they are (the GIoU loss needs that).
 
     Args:
         bboxes1: ``Tensor[..., M, 4]``.
         bboxes2: ``Tensor[..., N, 4]`` (``Tensor[..., M, 4]`` when ``is_aligned``); leading batch dimensions must
             match ``bboxes1``'s.
-        mode: ``'iou'`` or ``'iof'``.
+        mode: ``'iou'``, ``'iof'`` or ``'giou'``.
         is_aligned: compare ``bboxes1[i]`` with ``bboxes2[i]`` only, giving ``Tensor[..., M]`` instead of the
             full ``Tensor[..., M, N]`` matrix.
         eps: added to the denominator so that two empty boxes give 0, not NaN.
 
     Returns:
-        ``Tensor[..., M, N]`` (or ``Tensor[..., M]`` when ``is_aligned``) in ``[0, 1]``.
+        ``Tensor[..., M, N]`` (or ``Tensor[..., M]`` when ``is_aligned``) in ``[0, 1]`` (``[-1, 1]`` for
+        ``giou``).
 
     Raises:
         ValueError: naming the argument, for an unknown ``mode``, boxes that are not ``(..., 4)`` or sets of
@@ -63,14 +66,25 @@ def bbox_overlaps(bboxes1: Tensor, bboxes2: Tensor, mode: str = 'iou', is_aligne
         rb = torch.min(bboxes1[..., 2:], bboxes2[..., 2:])
         wh = (rb - lt).clamp(min=0)
         inter = wh[..., 0] * wh[..., 1]  # (..., M)
-        denom = area1 + area2 - inter if mode == 'iou' else area1
+        denom = area1 + area2 - inter if mode != 'iof' else area1
+        if mode == 'giou':
+            enclose_wh = (torch.max(bboxes1[..., 2:], bboxes2[..., 2:])
+                          - torch.min(bboxes1[..., :2], bboxes2[..., :2])).clamp(min=0)
     else:
         lt = torch.max(bboxes1[..., :, None, :2], bboxes2[..., None, :, :2])  # (..., M, N, 2)
         rb = torch.min(bboxes1[..., :, None, 2:], bboxes2[..., None, :, 2:])
         wh = (rb - lt).clamp(min=0)
         inter = wh[..., 0] * wh[..., 1]  # (..., M, N)
-        denom = area1[..., :, None] + area2[..., None, :] - inter if mode == 'iou' else area1[..., :, None]
-    return inter / denom.clamp(min=eps)
+        denom = area1[..., :, None] + area2[..., None, :] - inter if mode != 'iof' else area1[..., :, None]
+        if mode == 'giou':
+            enclose_wh = (torch.max(bboxes1[..., :, None, 2:], bboxes2[..., None, :, 2:])
+                          - torch.min(bboxes1[..., :, None, :2], bboxes2[..., None, :, :2])).clamp(min=0)
+    denom = denom.clamp(min=eps)
+    ious = inter / denom
+    if mode != 'giou':
+        return ious
+    enclose = (enclose_wh[..., 0] * enclose_wh[..., 1]).clamp(min=eps)
+    return ious - (enclose - denom) / enclose
 
 
 def bbox_xyxy_to_cxcywh(boxes: Tensor) -> Tensor:
