@@ -4,6 +4,6 @@ Importing this package registers them in ``detkit.registry.TASK_UTILS``.
 """
 from .assigners import AssignResult, MaxIoUAssigner
 from .coders import DeltaXYWHBBoxCoder
-from .prior_generators import SSDAnchorGenerator
+from .prior_generators import AnchorGenerator, SSDAnchorGenerator
 
-__all__ = ['AssignResult', 'MaxIoUAssigner', 'DeltaXYWHBBoxCoder', 'SSDAnchorGenerator']
+__all__ = ['AssignResult', 'MaxIoUAssigner', 'DeltaXYWHBBoxCoder', 'AnchorGenerator', 'SSDAnchorGenerator']

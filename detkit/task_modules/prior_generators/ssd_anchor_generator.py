@@ -1,13 +1,12 @@
-"""SSD default boxes ("anchors") for a fixed, square input size."""
+"""SSD's default boxes (and M2Det's): an :class:`AnchorGenerator` configuration for one fixed, square input."""
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
 
-import torch
-from torch import Tensor
-
 from detkit.registry import TASK_UTILS
+
+from .anchor_generator import AnchorGenerator
 
 __all__ = ['SSDAnchorGenerator', 'ssd_anchor_sizes']
 
@@ -68,12 +67,13 @@ def ssd_anchor_sizes(input_size: int, basesize_ratio_range: tuple[float, float],
 
 
 @TASK_UTILS.register_module()
-class SSDAnchorGenerator:
+class SSDAnchorGenerator(AnchorGenerator):
     """SSD default boxes on every feature level, for square inputs of one fixed size.
 
-    Per feature-map location ``(i, j)`` (row ``i``, column ``j``) of level ``l`` the anchors are centred at
-    ``((j + 0.5) * stride_l, (i + 0.5) * stride_l)`` in input-image pixels (the centre of the input patch the
-    location covers, as in the SSD paper, torchvision and mmdetection), in this order:
+    An :class:`AnchorGenerator` with ``center_offset=0.5`` and explicit sizes: per feature-map location ``(i, j)``
+    of level ``l`` the anchors are centred at ``((j + 0.5) * stride_l, (i + 0.5) * stride_l)`` in input-image
+    pixels (the centre of the input patch the location covers, as in the SSD paper, torchvision and mmdetection),
+    in this order:
 
     1. a square of side ``min_size_l``;
     2. a square of side ``sqrt(min_size_l * max_size_l)``;
@@ -81,11 +81,18 @@ class SSDAnchorGenerator:
        then the tall box with ``w`` and ``h`` swapped.
 
     So ``ratios=[2]`` gives 4 anchors per location and ``ratios=[2, 3]`` gives 6. This is the order of the
-    original Caffe SSD, torchvision's ``DefaultBoxGenerator`` and mmdetection 2.x, so a head's output channel
-    ``a * K + k`` at a location is anchor ``a``'s value ``k``. All anchors of a level are laid out row-major over
-    locations, then by anchor: index ``(i * W + j) * A + a``.
+    original Caffe SSD, torchvision's ``DefaultBoxGenerator``, mmdetection 2.x and M2Det's ``PriorBox``.
 
-    Anchors are not clipped to the image (neither does mmdetection; torchvision clips the normalised sizes to 1).
+    The sizes come from one of three spellings:
+
+    * ``basesize_ratio_range`` (mmdetection's SSD configs; see :func:`ssd_anchor_sizes`);
+    * ``min_sizes`` and ``max_sizes`` in pixels (SSDLite);
+    * ``size_pattern``: ``num_levels + 1`` fractions of the input size, level ``l`` spanning ``pattern[l]`` to
+      ``pattern[l + 1]`` (M2Det's configs; the pixel sizes are rounded to 2 decimals as M2Det's ``get_scales``
+      does, e.g. ``[0.08, 0.15, ...]`` at 320 gives min sizes ``25.6, 48.0, ...``).
+
+    Anchors are not clipped unless ``clip_size``: then each anchor's width and height are clamped to the input
+    size, as M2Det's (and SSD.pytorch's and torchvision's) ``clip=True`` does.
 
     Args:
         strides: pixel stride of each level, e.g. ``[8, 16, 32, 64, 100, 300]`` for SSD300.
@@ -93,10 +100,12 @@ class SSDAnchorGenerator:
         input_size: side of the (square) input the anchors are made for. Feature maps of any other size are
             refused by :meth:`grid_priors`, because the anchor sizes and strides only fit this input.
         basesize_ratio_range: ``(min, max)`` anchor size ratio of levels 1.. (see :func:`ssd_anchor_sizes`);
-            used when ``min_sizes``/``max_sizes`` are not given. COCO: ``(0.15, 0.9)`` at 300, ``(0.1, 0.9)`` at
-            512; VOC: ``(0.2, 0.9)`` at 300, ``(0.15, 0.9)`` at 512.
+            used when neither ``min_sizes``/``max_sizes`` nor ``size_pattern`` are given. COCO: ``(0.15, 0.9)`` at
+            300, ``(0.1, 0.9)`` at 512; VOC: ``(0.2, 0.9)`` at 300, ``(0.15, 0.9)`` at 512.
         min_sizes: explicit per-level min sizes in pixels (with ``max_sizes``), e.g. for SSDLite-320.
         max_sizes: explicit per-level max sizes in pixels, each larger than its min size.
+        size_pattern: M2Det's sizes as fractions of ``input_size`` (``num_levels + 1`` increasing values).
+        clip_size: clamp anchor widths and heights to ``input_size``.
 
     Raises:
         ValueError: naming the argument, for lists of different lengths, a max size not above its min size, or a
@@ -105,16 +114,25 @@ class SSDAnchorGenerator:
 
     def __init__(self, strides: Sequence[int | float], ratios: Sequence[Sequence[float]], *,
                  input_size: int = 300, basesize_ratio_range: Sequence[float] | None = (0.15, 0.9),
-                 min_sizes: Sequence[float] | None = None, max_sizes: Sequence[float] | None = None) -> None:
+                 min_sizes: Sequence[float] | None = None, max_sizes: Sequence[float] | None = None,
+                 size_pattern: Sequence[float] | None = None, clip_size: bool = False) -> None:
         if len(ratios) != len(strides):
             raise ValueError(f'ratios must give one list per level ({len(strides)} strides), got {len(ratios)}')
         if not isinstance(input_size, int) or input_size <= 0:
             raise ValueError(f'input_size must be a positive int (the side of the square input), got {input_size!r}')
         if (min_sizes is None) != (max_sizes is None):
             raise ValueError('min_sizes and max_sizes must be given together')
+        if size_pattern is not None:
+            if min_sizes is not None:
+                raise ValueError('give either size_pattern or min_sizes and max_sizes, not both')
+            if len(size_pattern) != len(strides) + 1:
+                raise ValueError(f'size_pattern must have num_levels + 1 = {len(strides) + 1} values, got '
+                                 f'{list(size_pattern)}')
+            sizes = [round(p * input_size, 2) for p in size_pattern]  # M2Det's get_scales
+            min_sizes, max_sizes = sizes[:-1], sizes[1:]
         if min_sizes is None:
             if basesize_ratio_range is None:
-                raise ValueError('give either basesize_ratio_range or min_sizes and max_sizes')
+                raise ValueError('give either basesize_ratio_range, min_sizes and max_sizes, or size_pattern')
             min_sizes, max_sizes = ssd_anchor_sizes(input_size, tuple(basesize_ratio_range), len(strides))
         if len(min_sizes) != len(strides) or len(max_sizes) != len(strides):
             raise ValueError(f'min_sizes and max_sizes must have one value per level ({len(strides)}), got '
@@ -126,87 +144,21 @@ class SSDAnchorGenerator:
             if any(r <= 0 or r == 1 for r in level_ratios):
                 raise ValueError(f'ratios[{level}]={list(level_ratios)} must be positive and not 1 (ratio 1 is '
                                  'always made, at the min and at sqrt(min * max))')
-
-        self.strides = [float(s) for s in strides]
-        self.ratios = [[float(r) for r in level_ratios] for level_ratios in ratios]
-        self.input_size = input_size
         self.min_sizes = [float(s) for s in min_sizes]
         self.max_sizes = [float(s) for s in max_sizes]
-        self.base_anchors = [self._base_anchors(level) for level in range(self.num_levels)]
-        self._cache: dict[tuple, list[Tensor]] = {}
-
-    @property
-    def num_levels(self) -> int:
-        return len(self.strides)
-
-    @property
-    def num_base_priors(self) -> list[int]:
-        """Anchors per location of each level, e.g. ``[4, 6, 6, 6, 4, 4]`` for SSD300."""
-        return [2 + 2 * len(r) for r in self.ratios]
-
-    @property
-    def featmap_sizes(self) -> list[tuple[int, int]]:
-        """The ``(H, W)`` of each level's feature map for a ``input_size x input_size`` input."""
-        return [(math.ceil(self.input_size / s), math.ceil(self.input_size / s)) for s in self.strides]
-
-    def _base_anchors(self, level: int) -> Tensor:
-        """``Tensor[A, 4]`` anchors of location ``(0, 0)`` of ``level``, in the documented order."""
-        lo, hi = self.min_sizes[level], self.max_sizes[level]
-        wh = [(lo, lo), (math.sqrt(lo * hi),) * 2]
-        for r in self.ratios[level]:
-            wh += [(lo * math.sqrt(r), lo / math.sqrt(r)), (lo / math.sqrt(r), lo * math.sqrt(r))]
-        wh = torch.tensor(wh, dtype=torch.float64)  # float64 so the float32 anchors are correctly rounded
-        center = self.strides[level] / 2
-        return torch.cat([center - 0.5 * wh, center + 0.5 * wh], dim=1)
-
-    def check_featmap_sizes(self, featmap_sizes: Sequence[tuple[int, int]]) -> None:
-        """Raise a ValueError naming expected and actual sizes unless ``featmap_sizes`` fit ``input_size``."""
-        actual = [tuple(int(v) for v in s) for s in featmap_sizes]
-        expected = self.featmap_sizes
-        if actual != expected:
-            raise ValueError(
-                f'{type(self).__name__} was made for {self.input_size}x{self.input_size} inputs and expects feature '
-                f'maps of (H, W) sizes {expected}, got {actual}. The images fed to the detector are not '
-                f'{self.input_size}x{self.input_size}: resize them with Resize(scale=({self.input_size}, '
-                f'{self.input_size}), keep_ratio=False), or use a config whose anchors are made for this input size.')
-
-    def grid_priors(self, featmap_sizes: Sequence[tuple[int, int]], dtype: torch.dtype = torch.float32,
-                    device: torch.device | str = 'cpu') -> list[Tensor]:
-        """Anchors of every level, in input-image pixels.
-
-        Args:
-            featmap_sizes: ``(H, W)`` of each level's feature map; must be :attr:`featmap_sizes`.
-            dtype: floating point type of the anchors.
-            device: device of the anchors.
-
-        Returns:
-            One ``Tensor[H_l * W_l * A_l, 4]`` per level, ``x1, y1, x2, y2``, ordered as in the class docstring.
-            They are computed once per device and dtype and shared between calls: do not modify them in place.
-
-        Raises:
-            ValueError: when the number of levels or the feature-map sizes do not match the configured input size.
-        """
-        if len(featmap_sizes) != self.num_levels:
-            raise ValueError(f'{type(self).__name__} has {self.num_levels} levels (strides {self.strides}) but got '
-                             f'{len(featmap_sizes)} feature maps of sizes {list(featmap_sizes)}')
-        self.check_featmap_sizes(featmap_sizes)
-        key = (torch.device(device), dtype)
-        if key not in self._cache:
-            self._cache[key] = [self._single_level(level, size, dtype, torch.device(device))
-                                for level, size in enumerate(self.featmap_sizes)]
-        return self._cache[key]
-
-    def _single_level(self, level: int, featmap_size: tuple[int, int], dtype: torch.dtype,
-                      device: torch.device) -> Tensor:
-        h, w = featmap_size
-        stride = self.strides[level]
-        shift_x = torch.arange(w, dtype=torch.float64) * stride
-        shift_y = torch.arange(h, dtype=torch.float64) * stride
-        yy, xx = torch.meshgrid(shift_y, shift_x, indexing='ij')
-        shifts = torch.stack([xx, yy, xx, yy], dim=-1).reshape(-1, 1, 4)  # (HW, 1, 4), row-major locations
-        anchors = (shifts + self.base_anchors[level][None]).reshape(-1, 4)  # (HW * A, 4)
-        return anchors.to(device=device, dtype=dtype)
+        self.level_ratios = [[float(r) for r in level_ratios] for level_ratios in ratios]
+        self.clip_size = bool(clip_size)
+        sizes = []
+        for lo, hi, level_ratios in zip(self.min_sizes, self.max_sizes, self.level_ratios):
+            wh = [(lo, lo), (math.sqrt(lo * hi),) * 2]
+            for r in level_ratios:
+                wh += [(lo * math.sqrt(r), lo / math.sqrt(r)), (lo / math.sqrt(r), lo * math.sqrt(r))]
+            if self.clip_size:
+                wh = [(min(w, input_size), min(h, input_size)) for w, h in wh]
+            sizes.append(wh)
+        super().__init__(strides, sizes=sizes, center_offset=0.5, input_size=input_size)
 
     def __repr__(self) -> str:
-        return (f'{type(self).__name__}(input_size={self.input_size}, strides={self.strides}, ratios={self.ratios}, '
-                f'min_sizes={self.min_sizes}, max_sizes={self.max_sizes})')
+        return (f'{type(self).__name__}(input_size={self.input_size}, strides={self.strides}, '
+                f'ratios={self.level_ratios}, min_sizes={self.min_sizes}, max_sizes={self.max_sizes}, '
+                f'clip_size={self.clip_size})')
