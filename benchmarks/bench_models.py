@@ -144,7 +144,7 @@ def run(args: argparse.Namespace) -> list[tuple[str, float, float, float, float]
             tv(tv_images)
 
     def ours_post():
-        ours.bbox_head.predict(*ours_out, metas, **ours.test_args)
+        ours.bbox_head.predict(*ours_out, metas, test_cfg=ours.test_cfg)
 
     def tv_post():
         with torch.no_grad():

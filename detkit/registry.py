@@ -18,12 +18,13 @@ typo such as ``type='SDDHead'`` says ``did you mean 'SSDHead'?`` instead of fail
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
 from typing import Any
 
 from mmengine.registry import Registry as _MMRegistry
 
 __all__ = [
-    'Registry', 'MODELS', 'TASK_UTILS', 'DATASETS', 'TRANSFORMS', 'DATA_SAMPLERS', 'METRICS', 'OPTIMIZERS',
+    'Registry', 'build_if_config', 'MODELS', 'TASK_UTILS', 'DATASETS', 'TRANSFORMS', 'DATA_SAMPLERS', 'METRICS', 'OPTIMIZERS',
     'PARAM_SCHEDULERS', 'HOOKS'
 ]
 
@@ -58,6 +59,31 @@ class Registry(_MMRegistry):
                 raise KeyError(f'{obj_type!r} is not registered in the {self.scope}::{self.name} registry.{hint} '
                                f'Registered names: {", ".join(self.registered_names())}')
         return super().build(cfg, *args, **kwargs)
+
+
+def build_if_config(obj: Any, registry: Registry, what: str, **default_args: Any) -> Any:
+    """``obj`` itself when it is already built, else ``registry.build(obj)`` for a config dict.
+
+    Parts take either a built object (so that everything can be made without a config) or its config; this is the
+    one place that tells them apart.
+
+    Args:
+        obj: a built object or a config dict with a ``type`` key.
+        registry: where to look the type up.
+        what: the argument's name, for the error message.
+        **default_args: filled into the config where it does not set them.
+
+    Raises:
+        TypeError: naming ``what`` when ``obj`` is ``None`` or a type that is neither.
+    """
+    if isinstance(obj, Mapping):
+        cfg = dict(obj)
+        for key, value in default_args.items():
+            cfg.setdefault(key, value)
+        return registry.build(cfg)
+    if obj is None or isinstance(obj, (str, int, float, list, tuple)):
+        raise TypeError(f'{what} must be a built object or a config dict with a "type" key, got {obj!r}')
+    return obj
 
 
 def _registry(name: str, locations: list[str]) -> Registry:

@@ -50,19 +50,35 @@ def test_train_and_test_cfg_are_checked():
     with pytest.raises(ValueError, match="'neg_pos_ration'"):
         MODELS.build(cfg)
     cfg = tiny_ssd_cfg()
-    cfg['train_cfg'].update(neg_pos_ratio=2, smoothl1_beta=0.5)
+    cfg['train_cfg'].update(neg_pos_ratio=2)
+    cfg['bbox_head']['loss_bbox'] = dict(type='SmoothL1Loss', beta=0.5)
     det = MODELS.build(cfg)
-    assert det.bbox_head.neg_pos_ratio == 2 and det.bbox_head.smoothl1_beta == 0.5
+    assert det.bbox_head.neg_pos_ratio == 2 and det.bbox_head.loss_bbox.beta == 0.5
     cfg = tiny_ssd_cfg()
-    cfg['test_cfg']['nms'] = dict(type='soft_nms', iou_threshold=0.3)
-    with pytest.raises(ValueError, match='test_cfg.nms'):
+    cfg['test_cfg']['nms'] = dict(type='soft_nms', iou_threshold=0.3, sigmaa=0.5)
+    with pytest.raises(ValueError, match=r"test_cfg.nms has unknown key\(s\) \['sigmaa'\] \(did you mean 'sigma'\?\)"):
+        MODELS.build(cfg)
+    cfg['test_cfg']['nms'] = dict(type='softnms')
+    with pytest.raises(ValueError, match="test_cfg.nms.type must be 'nms' or 'soft_nms'"):
         MODELS.build(cfg)
     cfg = tiny_ssd_cfg()
     cfg['test_cfg']['max_per_image'] = 100
-    with pytest.raises(ValueError, match='max_per_image'):
+    with pytest.raises(ValueError, match=r"\['max_per_image'\] \(did you mean 'max_per_img'\?\)"):
         MODELS.build(cfg)
-    assert MODELS.build(tiny_ssd_cfg()).test_args == dict(score_thr=0.02, nms_pre=1000, iou_threshold=0.45,
-                                                          max_per_img=200, min_bbox_size=0.0)
+    test_cfg = MODELS.build(tiny_ssd_cfg()).test_cfg
+    assert (test_cfg.score_thr, test_cfg.nms_pre, test_cfg.nms.type, test_cfg.nms.iou_threshold,
+            test_cfg.max_per_img, test_cfg.min_bbox_size) == (0.02, 1000, 'nms', 0.45, 200, 0.0)
+
+
+def test_test_cfg_defaults_come_from_the_head():
+    """Keys a test_cfg leaves out keep the head's published setting; the detector has none of its own."""
+    cfg = tiny_ssd_cfg()
+    cfg['test_cfg'] = dict(score_thr=0.3)
+    test_cfg = MODELS.build(cfg).test_cfg
+    assert test_cfg.score_thr == 0.3
+    assert (test_cfg.nms_pre, test_cfg.nms.iou_threshold, test_cfg.max_per_img) == (1000, 0.45, 200)  # SSD's
+    cfg['test_cfg'] = None
+    assert MODELS.build(cfg).test_cfg.score_thr == 0.02
 
 
 def test_wrong_input_size_is_a_clear_error(tiny):

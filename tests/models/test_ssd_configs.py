@@ -62,12 +62,13 @@ def test_config_builds_with_published_layout(built, name):
     resize = next(t for t in pipeline if t['type'] == 'Resize')
     assert tuple(resize['scale']) == (size, size) and resize['keep_ratio'] is False
     assert next(t for t in cfg.test_dataloader.dataset.pipeline if t['type'] == 'Resize')['scale'] == (size, size)
-    assert model.test_args == dict(nms_pre=1000, score_thr=0.02, iou_threshold=0.45, max_per_img=200,
-                                   min_bbox_size=0)
+    t = model.test_cfg
+    assert (t.nms_pre, t.score_thr, t.nms.type, t.nms.iou_threshold, t.max_per_img, t.min_bbox_size) == \
+        (1000, 0.02, 'nms', 0.45, 200, 0)
     assigner = head.assigner
     assert (assigner.pos_iou_thr, assigner.neg_iou_thr, assigner.min_pos_iou, assigner.gt_max_assign_all) == \
         (0.5, 0.5, 0.0, False)
-    assert head.neg_pos_ratio == 3 and head.smoothl1_beta == 1.0
+    assert head.neg_pos_ratio == 3 and head.loss_bbox.beta == 1.0 and not head.use_sigmoid
     assert head.bbox_coder.target_stds == (0.1, 0.1, 0.2, 0.2)
 
 

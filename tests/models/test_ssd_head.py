@@ -93,7 +93,7 @@ def test_no_ground_truth_only_negatives():
 
 
 def test_hard_negative_ratio_and_beta_are_used():
-    head = small_head(neg_pos_ratio=1, smoothl1_beta=0.5)
+    head = small_head(neg_pos_ratio=1, loss_bbox=dict(type='SmoothL1Loss', beta=0.5))
     cls_scores, bbox_preds = head(feats())
     targets = [{'boxes': torch.tensor([[2., 2., 12., 12.]]), 'labels': torch.tensor([1])}] * 2
     losses = head.loss(cls_scores, bbox_preds, targets)
@@ -109,7 +109,7 @@ def test_ignored_anchors_are_in_no_loss():
     anchors = torch.cat(head.anchors(cls_scores))
     target = {'boxes': torch.tensor([[2., 2., 12., 12.]]), 'labels': torch.tensor([0]),
               'ignore_boxes': torch.tensor([[16., 0., 32., 32.]])}  # the right half of the image
-    labels, pos, neg, _ = head.get_targets(anchors, [target])
+    labels, pos, neg, _, _ = head.get_targets(anchors, [target])
     in_ignore = (anchors[:, 0] >= 16) & (anchors[:, 2] <= 32)  # the 8 anchors of the two right locations
     assert in_ignore.sum() == 8
     assert not (pos | neg)[0, in_ignore].any()  # ignored: in no loss
@@ -170,18 +170,22 @@ def test_predict_thresholds_nms_and_max_per_img():
     head = small_head()
     # anchors 0 and 1 of level 1 (16x16 and 22.6x22.6 squares, IoU 0.5) both say class 1; anchor 2 says class 0
     cls_scores, bbox_preds = hand_made_outputs({(1, 0): 1, (1, 1): 1, (1, 2): 0})
-    (res,) = head.predict(cls_scores, bbox_preds, rescale=False, iou_threshold=0.45)
+    nms45, nms60 = dict(type='nms', iou_threshold=0.45), dict(type='nms', iou_threshold=0.6)
+    (res,) = head.predict(cls_scores, bbox_preds, rescale=False, test_cfg=dict(nms=nms45))
     assert sorted(res['labels'].tolist()) == [0, 1]  # the two class-1 boxes overlap with IoU 0.5 > 0.45
-    (res,) = head.predict(cls_scores, bbox_preds, rescale=False, iou_threshold=0.6)
+    (res,) = head.predict(cls_scores, bbox_preds, rescale=False, test_cfg=dict(nms=nms60))
     assert sorted(res['labels'].tolist()) == [0, 1, 1]
-    (res,) = head.predict(cls_scores, bbox_preds, rescale=False, iou_threshold=0.6, max_per_img=1)
+    (res,) = head.predict(cls_scores, bbox_preds, rescale=False, test_cfg=dict(nms=nms60, max_per_img=1))
     assert len(res['boxes']) == 1
     # the scores are e^10 / (e^10 + 2) = 0.99991
-    (res,) = head.predict(cls_scores, bbox_preds, rescale=False, score_thr=0.99995)
+    (res,) = head.predict(cls_scores, bbox_preds, rescale=False, test_cfg=dict(score_thr=0.99995))
     assert len(res['boxes']) == 0 and res['boxes'].shape == (0, 4)
     # nms_pre keeps the best candidates of each level before NMS
-    (res,) = head.predict(cls_scores, bbox_preds, rescale=False, iou_threshold=0.6, nms_pre=1)
+    (res,) = head.predict(cls_scores, bbox_preds, rescale=False, test_cfg=dict(nms=nms60, nms_pre=1))
     assert len(res['boxes']) == 1
+    # max_per_class: one of the two class-1 boxes goes, class 0 keeps its one
+    (res,) = head.predict(cls_scores, bbox_preds, rescale=False, test_cfg=dict(nms=nms60, max_per_class=1))
+    assert sorted(res['labels'].tolist()) == [0, 1]
     with pytest.raises(ValueError, match='scale_factor'):
         head.predict(cls_scores, bbox_preds, [{}], rescale=True)
 

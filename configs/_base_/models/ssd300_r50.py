@@ -20,11 +20,12 @@ model = dict(
             strides=[8, 16, 32, 64, 100, 300],
             ratios=[[2], [2, 3], [2, 3], [2, 3], [2], [2]]),
         bbox_coder=dict(type='DeltaXYWHBBoxCoder', target_means=[0.0, 0.0, 0.0, 0.0],
-                        target_stds=[0.1, 0.1, 0.2, 0.2])),  # NVIDIA's scale_xy 0.1, scale_wh 0.2
+                        target_stds=[0.1, 0.1, 0.2, 0.2]),  # NVIDIA's scale_xy 0.1, scale_wh 0.2
+        loss_cls=dict(type='CrossEntropyLoss'),  # softmax, background last; hard negatives 3:1
+        loss_bbox=dict(type='SmoothL1Loss', beta=1.0)),
     train_cfg=dict(
         assigner=dict(type='MaxIoUAssigner', pos_iou_thr=0.5, neg_iou_thr=0.5, min_pos_iou=0.0, ignore_iof_thr=-1,
                       gt_max_assign_all=False),
-        neg_pos_ratio=3,
-        smoothl1_beta=1.0),
+        neg_pos_ratio=3),
     test_cfg=dict(nms_pre=1000, score_thr=0.02, nms=dict(type='nms', iou_threshold=0.45), min_bbox_size=0,
                   max_per_img=200))

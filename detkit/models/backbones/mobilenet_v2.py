@@ -70,6 +70,8 @@ class MobileNetV2(nn.Module):
 
     Attributes:
         out_channels: channels of each output, e.g. ``(96, 1280)``.
+        out_strides: input pixels per output pixel of each output, e.g. ``(16, 32)``.
+        index_strides: the stride of every index 0-7 (what each ``out_indices`` value would give).
     """
 
     def __init__(self, widen_factor: float = 1.0, out_indices: Sequence[int] = (1, 2, 4, 7), frozen_stages: int = -1,
@@ -105,6 +107,12 @@ class MobileNetV2(nn.Module):
         self.layers.append('conv2')
         channels.append(last_ch)
         self.out_channels = tuple(channels[i] for i in out_indices)
+        self.index_strides, stride = {}, 2  # the stride-2 stem
+        for i, (_, _, _, layer_stride) in enumerate(_ARCH):
+            stride *= layer_stride
+            self.index_strides[i] = stride
+        self.index_strides[7] = stride  # conv2 is 1x1
+        self.out_strides = tuple(self.index_strides[i] for i in out_indices)
         self.init_weights()
 
     def init_weights(self) -> None:

@@ -99,6 +99,8 @@ class ResNet(nn.Module):
 
     Attributes:
         out_channels: channels of each output, e.g. ``(256, 512, 1024, 2048)``.
+        out_strides: input pixels per output pixel of each output, e.g. ``(4, 8, 16, 32)``.
+        index_strides: the stride of every stage index (what each ``out_indices`` value would give).
     """
 
     def __init__(self, depth: int = 50, num_stages: int = 4, strides: Sequence[int] = (1, 2, 2, 2),
@@ -138,6 +140,12 @@ class ResNet(nn.Module):
             self.add_module(f'layer{i + 1}', layer)
             stage_channels.append(inplanes)
         self.out_channels = tuple(stage_channels[i] for i in out_indices)
+        self.index_strides = {}
+        stride = 4  # the 7x7 stride-2 stem and the stride-2 max pool
+        for i in range(num_stages):
+            stride *= strides[i]
+            self.index_strides[i] = stride
+        self.out_strides = tuple(self.index_strides[i] for i in out_indices)
         self.pretrained = pretrained_path(pretrained, init_cfg, 'ResNet')
         self.init_weights()
 

@@ -66,6 +66,8 @@ class SSDVGG(nn.Module):
 
     Attributes:
         out_channels: channels of each output, e.g. ``(512, 1024)``.
+        out_strides: input pixels per output pixel of each output, e.g. ``(8, 16)``.
+        index_strides: the stride after every layer index of ``features`` (what each ``out_indices`` value gives).
     """
 
     def __init__(self, out_indices: Sequence[int] = (22, 34), l2_norm_scale: float | None = 20.0,
@@ -106,6 +108,12 @@ class SSDVGG(nn.Module):
                              f'got {out_indices}')
         self.out_indices = out_indices
         self.out_channels = tuple(channels[i] for i in out_indices)
+        self.index_strides, stride = {}, 1
+        for i, layer in enumerate(self.features):
+            if isinstance(layer, nn.MaxPool2d):
+                stride *= layer.stride if isinstance(layer.stride, int) else layer.stride[0]
+            self.index_strides[i] = stride
+        self.out_strides = tuple(self.index_strides[i] for i in out_indices)
         self.l2_norm = L2Norm(self.out_channels[0], l2_norm_scale) if l2_norm_scale is not None else None
         self.pretrained = pretrained_path(pretrained, init_cfg, 'SSDVGG')
         self.init_weights()

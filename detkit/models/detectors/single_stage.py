@@ -7,12 +7,12 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from detkit.registry import MODELS
+from detkit.registry import MODELS, build_if_config
+
+from ..utils.postprocess import TestConfig
+from .feature_check import check_feature_maps
 
 __all__ = ['SingleStageDetector']
-
-_TEST_DEFAULTS = dict(score_thr=0.02, nms_pre=1000, iou_threshold=0.45, max_per_img=200, min_bbox_size=0.0)
-
 
 def _build(cfg: nn.Module | Mapping, what: str, **filled: object) -> nn.Module:
     """Build a part from its config, filling ``filled`` keys (channel counts passed down the network).
@@ -20,17 +20,14 @@ def _build(cfg: nn.Module | Mapping, what: str, **filled: object) -> nn.Module:
     A filled key that the config also states must agree with it, so a config cannot silently disagree with the
     network it describes.
     """
-    if isinstance(cfg, nn.Module):
-        return cfg
-    if not isinstance(cfg, Mapping):
-        raise ValueError(f'{what} must be a module or a config dict, got {type(cfg).__name__}')
-    cfg = dict(cfg)
-    for key, value in filled.items():
-        if key in cfg and cfg[key] is not None and _as_tuple(cfg[key]) != _as_tuple(value):
-            raise ValueError(f'{what}.{key}={cfg[key]!r} disagrees with the {value!r} the previous part outputs; '
-                             f'leave {key} out of the {what} config, it is filled in')
-        cfg[key] = value
-    return MODELS.build(cfg)
+    if isinstance(cfg, Mapping):
+        cfg = dict(cfg)
+        for key, value in filled.items():
+            if key in cfg and cfg[key] is not None and _as_tuple(cfg[key]) != _as_tuple(value):
+                raise ValueError(f'{what}.{key}={cfg[key]!r} disagrees with the {value!r} the previous part outputs; '
+                                 f'leave {key} out of the {what} config, it is filled in')
+            cfg[key] = value
+    return build_if_config(cfg, MODELS, what)
 
 
 def _as_tuple(value: object) -> object:
@@ -56,26 +53,6 @@ def _head_train_args(bbox_head: Mapping, train_cfg: Mapping | None) -> dict:
     return dict(train_cfg)
 
 
-def _test_args(test_cfg: Mapping | None) -> dict:
-    """``test_cfg`` (``nms_pre``, ``score_thr``, ``nms=dict(type='nms', iou_threshold)``, ``max_per_img``,
-    ``min_bbox_size``) as keyword arguments of the head's ``predict``."""
-    args = dict(_TEST_DEFAULTS)
-    if not test_cfg:
-        return args
-    test_cfg = dict(test_cfg)
-    nms = test_cfg.pop('nms', None)
-    if nms is not None:
-        if not isinstance(nms, Mapping) or nms.get('type', 'nms') != 'nms' or set(nms) - {'type', 'iou_threshold'}:
-            raise ValueError(f"test_cfg.nms must be dict(type='nms', iou_threshold=...), got {nms!r}")
-        args['iou_threshold'] = float(nms.get('iou_threshold', args['iou_threshold']))
-    unknown = sorted(set(test_cfg) - set(args))
-    if unknown:
-        raise ValueError(f'unknown test_cfg keys {unknown}; test_cfg may hold nms_pre, score_thr, nms, '
-                         'max_per_img, min_bbox_size')
-    args.update(test_cfg)
-    return args
-
-
 @MODELS.register_module()
 class SingleStageDetector(nn.Module):
     """A one-stage detector: ``bbox_head(neck(backbone(images)))``.
@@ -96,8 +73,14 @@ class SingleStageDetector(nn.Module):
         neck: an optional neck or its config (must have ``out_channels``).
         train_cfg: training-only arguments of the head, e.g. ``dict(assigner=dict(type='MaxIoUAssigner', ...),
             neg_pos_ratio=3, smoothl1_beta=1.0)``; they are passed to the head's constructor by name.
-        test_cfg: post-processing: ``nms_pre``, ``score_thr``, ``nms=dict(type='nms', iou_threshold=...)``,
-            ``max_per_img``, ``min_bbox_size``; defaults are SSD's (1000, 0.02, 0.45, 200, 0).
+        test_cfg: post-processing (:class:`~detkit.models.utils.postprocess.TestConfig`): ``score_thr``,
+            ``nms_pre``, ``min_bbox_size``, ``nms=dict(type='nms', iou_threshold=...)`` or ``nms=dict(type='soft_nms',
+            method='linear'|'gaussian', sigma=..., iou_threshold=..., min_score=...)``, ``max_per_class``,
+            ``max_per_img``. Keys left out keep the head's ``default_test_cfg`` (its paper's setting).
+        check_input_size: the input size (``(h, w)``) at which :func:`check_feature_maps` runs the network on
+            shape-only tensors when it is built, so that a backbone, neck and anchors that do not fit together fail
+            then, naming the mismatch; default the anchors' input size, or 640x640 for anchors that fit any size.
+            ``False`` skips the check.
         channels_last: keep the conv weights and the input batch in ``torch.channels_last`` (NHWC) memory format,
             which oneDNN's CPU convolutions run faster (about 12% per training step for the quickstart model on
             two cores); results are those of the default layout up to float rounding.
@@ -108,7 +91,8 @@ class SingleStageDetector(nn.Module):
 
     def __init__(self, backbone: nn.Module | Mapping, bbox_head: nn.Module | Mapping,
                  neck: nn.Module | Mapping | None = None, train_cfg: Mapping | None = None,
-                 test_cfg: Mapping | None = None, channels_last: bool = False) -> None:
+                 test_cfg: Mapping | None = None, channels_last: bool = False,
+                 check_input_size: Sequence[int] | bool | None = None) -> None:
         super().__init__()
         self.backbone = _build(backbone, 'backbone')
         channels = tuple(self.backbone.out_channels)
@@ -122,9 +106,11 @@ class SingleStageDetector(nn.Module):
             raise ValueError('train_cfg only applies to a bbox_head given as a config; pass its arguments to the '
                              'head you built')
         self.bbox_head = _build(bbox_head, 'bbox_head', in_channels=channels)
-        self.test_args = _test_args(test_cfg)
+        self.test_cfg = TestConfig.from_cfg(test_cfg, self.bbox_head.test_cfg)
         self.dataset_meta: dict | None = None
         self.channels_last = bool(channels_last)
+        if check_input_size is not False:
+            check_feature_maps(self, check_input_size)
         if self.channels_last:
             self.to(memory_format=torch.channels_last)  # 4-d weights only; in-place inits and loads keep it
 
@@ -182,4 +168,4 @@ class SingleStageDetector(nn.Module):
             One dict per image: ``boxes`` ``Tensor[K, 4]``, ``scores`` ``Tensor[K]``, ``labels`` ``Tensor[K]``.
         """
         cls_scores, bbox_preds = self(images)
-        return self.bbox_head.predict(cls_scores, bbox_preds, metas, rescale=rescale, **self.test_args)
+        return self.bbox_head.predict(cls_scores, bbox_preds, metas, rescale=rescale, test_cfg=self.test_cfg)

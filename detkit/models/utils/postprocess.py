@@ -1,0 +1,156 @@
+"""Post-processing settings (a detector's ``test_cfg``) and the class-aware NMS step that reads them."""
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from detkit.ops import batched_nms
+
+__all__ = ['NMSConfig', 'TestConfig', 'multiclass_nms']
+
+_NMS_KEYS = {'nms': ('type', 'iou_threshold'),
+             'soft_nms': ('type', 'iou_threshold', 'method', 'sigma', 'min_score')}
+_SOFT_METHODS = ('linear', 'gaussian')
+
+
+def _closest(name: str, valid: tuple[str, ...] | list[str]) -> str:
+    match = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.6)
+    return f" (did you mean '{match[0]}'?)" if match else ''
+
+
+@dataclass(frozen=True)
+class NMSConfig:
+    """``test_cfg.nms``: class-aware hard NMS or soft-NMS.
+
+    * ``dict(type='nms', iou_threshold=0.5)``: a box is removed by a higher-scoring box of its class whose IoU
+      with it is above ``iou_threshold``.
+    * ``dict(type='soft_nms', method='linear'|'gaussian', sigma=0.5, iou_threshold=0.3, min_score=1e-3)``: scores
+      decay instead (Bodla et al. 2017; see :func:`detkit.ops.batched_soft_nms`); detections keep their decayed
+      scores, and those below ``min_score`` go.
+    """
+
+    type: str = 'nms'
+    iou_threshold: float = 0.5
+    method: str = 'linear'
+    sigma: float = 0.5
+    min_score: float = 1e-3
+
+    @classmethod
+    def from_cfg(cls, cfg: Mapping[str, Any] | NMSConfig, where: str = 'test_cfg.nms') -> NMSConfig:
+        """Validate a config dict; errors name ``where`` and the offending key."""
+        if isinstance(cfg, NMSConfig):
+            return cfg
+        if not isinstance(cfg, Mapping):
+            raise ValueError(f"{where} must be a dict such as dict(type='nms', iou_threshold=0.5), got {cfg!r}")
+        cfg = dict(cfg)
+        kind = cfg.get('type', 'nms')
+        if kind not in _NMS_KEYS:
+            raise ValueError(f"{where}.type must be 'nms' or 'soft_nms', got {kind!r}{_closest(str(kind), list(_NMS_KEYS))}")
+        unknown = sorted(set(cfg) - set(_NMS_KEYS[kind]))
+        if unknown:
+            hint = _closest(unknown[0], _NMS_KEYS[kind])
+            raise ValueError(f'{where} has unknown key(s) {unknown}{hint} for type={kind!r}; it may hold '
+                             f'{list(_NMS_KEYS[kind])}')
+        out = cls(type=kind, **{k: v for k, v in cfg.items() if k != 'type'})
+        if kind == 'soft_nms':
+            if out.method not in _SOFT_METHODS:
+                raise ValueError(f'{where}.method must be one of {_SOFT_METHODS}, got {out.method!r}')
+            if out.method == 'gaussian' and not out.sigma > 0:
+                raise ValueError(f'{where}.sigma must be > 0 for the gaussian method, got {out.sigma}')
+        return out
+
+
+@dataclass(frozen=True)
+class TestConfig:
+    """A detector's post-processing (``test_cfg``), in the order it is applied to each image.
+
+    Attributes:
+        score_thr: (anchor, class) pairs scoring at most this are dropped first.
+        nms_pre: the best candidates kept per feature level before NMS (``<= 0``: all).
+        min_bbox_size: boxes must be wider and taller than this, in pixels of the returned image (negative: keep
+            even empty boxes).
+        nms: :class:`NMSConfig`.
+        max_per_class: detections kept per class after NMS (``<= 0``: all; M2Det keeps 50).
+        max_per_img: detections kept per image, the best by (decayed) score.
+    """
+
+    __test__ = False  # not a pytest test class, whatever its name
+
+    score_thr: float = 0.05
+    nms_pre: int = 1000
+    min_bbox_size: float = 0.0
+    nms: NMSConfig = field(default_factory=NMSConfig)
+    max_per_class: int = 0
+    max_per_img: int = 100
+
+    @classmethod
+    def from_cfg(cls, cfg: Mapping[str, Any] | TestConfig | None, defaults: TestConfig | Mapping[str, Any],
+                 where: str = 'test_cfg') -> TestConfig:
+        """``cfg`` over ``defaults`` (the head's published setting): keys left out keep the default.
+
+        Raises:
+            ValueError: naming the unknown key and the closest valid one, or a malformed ``nms``.
+        """
+        base = defaults if isinstance(defaults, TestConfig) else cls.from_cfg(defaults, cls(), where)
+        if cfg is None:
+            return base
+        if isinstance(cfg, TestConfig):
+            return cfg
+        if not isinstance(cfg, Mapping):
+            raise ValueError(f'{where} must be a dict, got {type(cfg).__name__}')
+        valid = tuple(f.name for f in fields(cls))
+        unknown = sorted(set(cfg) - set(valid))
+        if unknown:
+            raise ValueError(f'unknown {where} key(s) {unknown}{_closest(unknown[0], valid)}; {where} may hold '
+                             f'{list(valid)}')
+        values = dict(cfg)
+        if 'nms' in values:
+            values['nms'] = NMSConfig.from_cfg(values['nms'], f'{where}.nms')
+        out = replace(base, **values)
+        if out.score_thr < 0 or out.score_thr >= 1:
+            raise ValueError(f'{where}.score_thr must be in [0, 1), got {out.score_thr}')
+        return out
+
+
+def multiclass_nms(boxes: Tensor, scores: Tensor, labels: Tensor, nms: NMSConfig, max_per_class: int = 0,
+                   max_per_img: int = 100) -> tuple[Tensor, Tensor, Tensor]:
+    """Class-aware NMS (hard or soft) of one image's candidates, then the per-class and per-image caps.
+
+    Args:
+        boxes: ``Tensor[K, 4]`` candidate boxes (any one image's pixels).
+        scores: ``Tensor[K]`` their class scores.
+        labels: ``Tensor[K]`` int64 classes; boxes only suppress boxes of their own class.
+        nms: the NMS setting.
+        max_per_class: keep at most this many per class (``<= 0``: all).
+        max_per_img: keep at most this many in all (``<= 0``: all).
+
+    Returns:
+        ``(boxes, scores, labels)`` of the kept detections, by descending (decayed, for soft-NMS) score.
+    """
+    if nms.type == 'soft_nms':
+        from detkit.ops import batched_soft_nms  # TODO(merge): top-level once the op lands
+        dets, keep = batched_soft_nms(boxes, scores, labels, iou_threshold=nms.iou_threshold, sigma=nms.sigma,
+                                      min_score=nms.min_score, method=nms.method)
+        scores = dets[:, 4].to(scores.dtype)
+    else:
+        keep = batched_nms(boxes, scores, labels, nms.iou_threshold)
+        scores = scores[keep]
+    boxes, labels = boxes[keep], labels[keep]
+    if max_per_class > 0 and len(keep):
+        # rank of every detection within its class (the detections are sorted by score): a stable sort by label
+        # keeps the score order inside each class
+        by_label = torch.sort(labels, stable=True).indices
+        sorted_labels = labels[by_label]
+        first = torch.searchsorted(sorted_labels, sorted_labels, right=False)
+        rank = torch.empty_like(by_label)
+        rank[by_label] = torch.arange(len(labels), device=labels.device) - first
+        ok = rank < max_per_class
+        boxes, scores, labels = boxes[ok], scores[ok], labels[ok]
+    if max_per_img > 0:
+        boxes, scores, labels = boxes[:max_per_img], scores[:max_per_img], labels[:max_per_img]
+    return boxes, scores, labels
