@@ -1,3 +1,5 @@
+from .fpn import FPN
+from .mlfpn import MLFPN
 from .ssd_neck import SSDNeck
 
-__all__ = ['SSDNeck']
+__all__ = ['SSDNeck', 'FPN', 'MLFPN']
