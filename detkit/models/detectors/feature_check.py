@@ -115,7 +115,7 @@ def check_feature_maps(detector: nn.Module, input_size: Sequence[int] | int | No
                     raise ValueError(
                         f'{type(neck).__name__} cannot run on the outputs of {_describe_backbone(backbone)} at a '
                         f'{w}x{h} input (sizes {backbone_sizes}): {str(err).splitlines()[0]}. At this input {anchors}.'
-                        + _suggest_from_sizes(backbone, backbone_sizes, expected, h)) from None
+                        + _suggest(backbone, backbone_sizes[0][0], expected[0][0], h)) from None
             actual = [tuple(int(v) for v in f.shape[-2:]) for f in feats]
     finally:
         detector.train(was_training)
@@ -128,25 +128,27 @@ def check_feature_maps(detector: nn.Module, input_size: Sequence[int] | int | No
     if len(actual) != len(expected):
         msg += (' The number of levels differs: change the neck (its extra levels / num_outs) or the anchor '
                 'generator\'s strides so that they agree.')
-    msg += _suggest_from_sizes(backbone, backbone_sizes, expected, h)
+    msg += _suggest(backbone, actual[0][0], expected[0][0], h)
     raise ValueError(msg)
 
 
-def _stride(input_side: int, feature_side: int) -> float | int:
-    s = input_side / max(feature_side, 1)
-    return int(round(s)) if abs(s - round(s)) < 0.05 * s else round(s, 1)
+def _stride(input_side: int, feature_side: int) -> int:
+    """The stride that gave a ``feature_side`` map from an ``input_side`` input (``ceil(input / stride)``): the power
+    of two that does so when there is one, else the ratio rounded."""
+    lo, hi = input_side / feature_side, input_side / (feature_side - 1) if feature_side > 1 else math.inf
+    power = 2 ** math.ceil(math.log2(lo)) if lo > 0 else 1
+    return int(power) if power <= hi else int(round(lo))
 
 
-def _suggest_from_sizes(backbone: nn.Module, backbone_sizes: list[tuple[int, int]],
-                        expected: list[tuple[int, int]], h: int) -> str:
-    """A hint from the first backbone level against the first anchor level (the levels that usually pass
-    through): when the strides differ by a power of two, the ``out_indices`` shifted by that factor."""
-    if not backbone_sizes or not expected:
+def _suggest(backbone: nn.Module, actual_side: int, expected_side: int, h: int) -> str:
+    """A hint from the first level of the network against the first anchor level: when their strides differ by a
+    power of two, the backbone ``out_indices`` whose strides differ from the current ones by that factor."""
+    if actual_side <= 0 or expected_side <= 0:
         return ''
-    factor = (h / max(backbone_sizes[0][0], 1)) / (h / max(expected[0][0], 1))
+    factor = _stride(h, actual_side) / _stride(h, expected_side)
     power = round(math.log2(factor)) if factor > 0 else 0
     if power == 0 or abs(factor - 2 ** power) > 0.15 * factor:
         return ''
     hint = _suggest_out_indices(backbone, 2 ** power)
     direction = 'coarser' if power > 0 else 'finer'
-    return (f' The backbone\'s first output is {2 ** abs(power)}x {direction} than the first anchor level.' + hint)
+    return f' The first feature level is {2 ** abs(power)}x {direction} than the first anchor level.' + hint

@@ -1,0 +1,106 @@
+"""Every config under configs/ builds, runs a forward at its input size and trains one step; the published counts."""
+from pathlib import Path
+
+import pytest
+import torch
+
+from detkit.registry import MODELS
+from detkit.utils import load_config
+
+CONFIGS = Path(__file__).resolve().parents[2] / 'configs'
+ALL_CONFIGS = sorted(str(p.relative_to(CONFIGS)) for p in CONFIGS.rglob('*.py') if '_base_' not in p.parts)
+FREE_SIZE = 128  # anchors that fit any input size: a small one keeps the test fast
+
+
+def num_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def input_size(model) -> int:
+    size = model.bbox_head.anchor_generator.input_size
+    return FREE_SIZE if size is None else size
+
+
+def generated_targets(n: int, size: int, num_classes: int, seed: int = 0) -> list[dict]:
+    g = torch.Generator().manual_seed(seed)
+    targets = []
+    for _ in range(n):
+        xy = torch.rand(3, 2, generator=g) * size * 0.6
+        wh = torch.rand(3, 2, generator=g) * size * 0.35 + size * 0.05
+        targets.append({'boxes': torch.cat([xy, xy + wh], 1),
+                        'labels': torch.randint(0, num_classes, (3,), generator=g)})
+    return targets
+
+
+def test_the_list_covers_every_family():
+    families = {name.split('/')[0] for name in ALL_CONFIGS}
+    assert {'ssd', 'retinanet', 'm2det', 'quickstart'} <= families
+    for name in ('retinanet/retinanet_r50_fpn_1x_coco.py', 'retinanet/retinanet_r50_fpn_voc0712.py',
+                 'm2det/m2det320_vgg_coco.py', 'm2det/m2det512_vgg_voc0712.py', 'm2det/m2det320_r50_coco.py'):
+        assert name in ALL_CONFIGS
+
+
+@pytest.mark.slow  # every config at its size: ~1-2 minutes on 2 cores, the M2Det ones most of it
+@pytest.mark.parametrize('name', ALL_CONFIGS)
+def test_builds_forwards_and_trains_one_step(name):
+    torch.manual_seed(0)
+    cfg = load_config(CONFIGS / name)
+    model = MODELS.build(cfg.model)
+    size = input_size(model)
+    images = torch.randn(2, 3, size, size)  # 2: batch norm of the 1x1 maps needs more than one value in training
+    cls_scores, bbox_preds = model(images)
+    assert len(cls_scores) == len(bbox_preds) == len(model.bbox_head.num_base_priors)
+    head = model.bbox_head
+    targets = generated_targets(2, size, head.num_classes)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    losses = model.loss(images, targets)
+    total = sum(losses.values())
+    assert torch.isfinite(total) and total > 0
+    before = [p.detach().clone() for p in head.parameters()]
+    opt.zero_grad()
+    total.backward()
+    opt.step()
+    assert all(p.grad is not None for p in head.parameters())  # the loss reaches every head weight
+    assert any(not torch.equal(b, p) for b, p in zip(before, head.parameters()))
+    model.eval()
+    meta = {'img_shape': (size, size), 'ori_shape': (size, size), 'scale_factor': (1.0, 1.0)}
+    result = model.predict(images[:1], [meta])[0]
+    assert result['boxes'].shape[1] == 4 and result['labels'].dtype == torch.int64
+
+
+@pytest.mark.parametrize('name, size, anchors', [
+    ('retinanet/retinanet_r50_fpn_1x_coco.py', 640, [57600, 14400, 3600, 900, 225]),
+    ('m2det/m2det320_vgg_coco.py', 320, [9600, 2400, 600, 150, 54, 6]),
+    ('m2det/m2det512_vgg_voc0712.py', 512, [24576, 6144, 1536, 384, 96, 24]),
+])
+def test_anchor_counts(name, size, anchors):
+    cfg = load_config(CONFIGS / name)
+    generator = MODELS.build(dict(cfg.model.bbox_head, in_channels=[256] * len(anchors))).anchor_generator
+    got = [len(a) for a in generator.grid_priors(generator.featmap_sizes_for((size, size)))]
+    assert got == anchors
+    assert sum(got) == {640: 76725, 320: 12810, 512: 32760}[size]
+
+
+def test_retinanet_torchvision_layout_parameters():
+    """P6/P7 from P5, 91 classes: torchvision's retinanet_resnet50_fpn, whose frozen batch norms hold their weight and
+    bias as buffers (detkit's are parameters)."""
+    import torchvision
+
+    cfg = load_config(CONFIGS / 'retinanet/retinanet_r50_fpn_1x_coco.py', {
+        'model.backbone.out_indices': (1, 2, 3), 'model.neck.start_level': 0,
+        'model.neck.add_extra_convs': 'on_output', 'model.neck.relu_before_extra_convs': True,
+        'model.bbox_head.num_classes': 91})
+    ours = num_params(MODELS.build(cfg.model))
+    tv = torchvision.models.detection.retinanet_resnet50_fpn(weights=None, weights_backbone=None, num_classes=91)
+    frozen_bn = sum(m.weight.numel() + m.bias.numel() for m in tv.modules()
+                    if type(m).__name__ == 'FrozenBatchNorm2d')
+    assert ours == num_params(tv) + frozen_bn == 34_068_119
+
+
+def test_m2det320_vgg_parameters():
+    cfg = load_config(CONFIGS / 'm2det/m2det320_vgg_coco.py')
+    model = MODELS.build(cfg.model)
+    assert num_params(model) == 132_633_140  # the official M2Det320-VGG16 with 81 classes
+    t = model.test_cfg
+    assert (t.score_thr, t.nms.type, t.nms.method, t.nms.iou_threshold, t.max_per_class) == \
+        (0.1, 'soft_nms', 'linear', 0.45, 50)
