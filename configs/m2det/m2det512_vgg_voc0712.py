@@ -30,10 +30,17 @@ test_pipeline = [
     dict(type='Normalize', mean=mean, std=[1, 1, 1], to_rgb=False),
     dict(type='PackDetInputs'),
 ]
+data_root = 'data/VOCdevkit/'
+# a list in a child config replaces the parent's list whole, so the two VOC datasets are restated with the pipeline
 train_dataloader = dict(
     batch_size=16,
     num_workers=4,
-    dataset=dict(times=1, dataset=dict(datasets=[dict(pipeline=train_pipeline), dict(pipeline=train_pipeline)])))
+    dataset=dict(times=1, dataset=dict(datasets=[
+        dict(type='VOCDataset', data_root=data_root, ann_file='VOC2007/ImageSets/Main/trainval.txt',
+             data_prefix=dict(sub_data_root='VOC2007/'), filter_empty_gt=True, pipeline=train_pipeline),
+        dict(type='VOCDataset', data_root=data_root, ann_file='VOC2012/ImageSets/Main/trainval.txt',
+             data_prefix=dict(sub_data_root='VOC2012/'), filter_empty_gt=True, pipeline=train_pipeline),
+    ])))
 val_dataloader = dict(batch_size=8, dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
 

@@ -1,18 +1,22 @@
 # SSD512-VGG16 on COCO 2017 (published box AP 28.8 paper / 29.5 mmdet).
-# Recipe (mmdetection), as SSD300: SGD lr 2e-3, momentum 0.9, wd 5e-4, batch 8 x 8 GPUs, 500-iteration linear warmup,
-# 24 epochs over train2017 repeated 5 times, lr x0.1 at epochs 16 and 22.
-_base_ = [
-    '../_base_/models/ssd512.py', '../_base_/datasets/coco_detection.py', '../_base_/schedules/schedule_2x.py',
-    '../_base_/default_runtime.py'
-]
-data_root = 'data/coco/'
+# SSD300's recipe (ssd300_coco.py) at 512x512: one more extra level (32 -> 16 -> 8 -> 4 -> 2 -> 1, a 4x4 last conv)
+# and SSD512's anchors (24564). The pipelines are restated because their size is resolved in the parent file.
+_base_ = './ssd300_coco.py'
 input_size = 512
-# VGG16 weights of the SSD authors take caffe-style inputs: RGB minus the mean, not divided by a std
+model = dict(
+    neck=dict(extra_channels=(512, 256, 256, 256, 256), strides=(2, 2, 2, 2, 1), paddings=(1, 1, 1, 1, 1),
+              last_kernel_size=4),
+    bbox_head=dict(anchor_generator=dict(
+        input_size=input_size,
+        basesize_ratio_range=(0.1, 0.9),  # COCO; min sizes 20, 51, 133, 215, 296, 378, 460; max 51 .. 542
+        strides=[8, 16, 32, 64, 128, 256, 512],
+        ratios=[[2], [2, 3], [2, 3], [2, 3], [2, 3], [2], [2]])))
+
 mean = [123.675, 116.28, 103.53]
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='Expand', mean=mean, to_rgb=True, ratio_range=(1, 4), prob=0.5),  # zoom out, fill with the mean
+    dict(type='Expand', mean=mean, to_rgb=True, ratio_range=(1, 4), prob=0.5),
     dict(type='MinIoURandomCrop', min_ious=(0.1, 0.3, 0.5, 0.7, 0.9), min_crop_size=0.3),
     dict(type='Resize', scale=(input_size, input_size), keep_ratio=False),
     dict(type='RandomFlip', prob=0.5),
@@ -28,24 +32,6 @@ test_pipeline = [
     dict(type='Normalize', mean=mean, std=[1, 1, 1], to_rgb=True),
     dict(type='PackDetInputs'),
 ]
-train_dataloader = dict(
-    batch_size=8,
-    num_workers=2,
-    # the base COCO dataset is not wrapped; _delete_ replaces it by the wrapper instead of merging into it
-    dataset=dict(
-        _delete_=True,
-        type='RepeatDataset',
-        times=5,
-        dataset=dict(type='CocoDataset', data_root=data_root, ann_file='annotations/instances_train2017.json',
-                     data_prefix=dict(img='train2017/'), filter_empty_gt=True, pipeline=train_pipeline)))
-val_dataloader = dict(batch_size=8, dataset=dict(pipeline=test_pipeline))
+train_dataloader = dict(dataset=dict(dataset=dict(pipeline=train_pipeline)))
+val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
-
-optim_wrapper = dict(optimizer=dict(type='SGD', lr=2e-3, momentum=0.9, weight_decay=5e-4))
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=500),
-    dict(type='MultiStepLR', by_epoch=True, begin=0, end=24, milestones=[16, 22], gamma=0.1),
-]
-train_cfg = dict(max_epochs=24, val_interval=1)
-# lr 2e-3 is for a total batch of 64 (8 GPUs x 8); --auto-scale-lr scales it to the batch actually used
-auto_scale_lr = dict(enable=False, base_batch_size=64)

@@ -68,6 +68,31 @@ def test_builds_forwards_and_trains_one_step(name):
     assert result['boxes'].shape[1] == 4 and result['labels'].dtype == torch.int64
 
 
+def dataset_leaves(cfg: dict, where: str) -> list[tuple[str, dict]]:
+    """Every dataset config inside wrappers, with its path; a config without ``type`` (a list a child config
+    replaced whole, say) is an error here rather than at the first training run."""
+    assert 'type' in cfg, f'{where} has no type: {sorted(cfg)}'
+    if 'datasets' in cfg:
+        return [leaf for i, c in enumerate(cfg['datasets']) for leaf in dataset_leaves(c, f'{where}.datasets[{i}]')]
+    if 'dataset' in cfg:
+        return dataset_leaves(cfg['dataset'], f'{where}.dataset')
+    return [(where, cfg)]
+
+
+@pytest.mark.parametrize('name', ALL_CONFIGS)
+def test_datasets_are_complete_and_resize_to_the_anchor_size(name):
+    cfg = load_config(CONFIGS / name)
+    anchor_cfg = cfg.model.bbox_head.get('anchor_generator') or {}
+    fixed = anchor_cfg.get('input_size')
+    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        for where, leaf in dataset_leaves(cfg[key]['dataset'], f'{key}.dataset'):
+            assert leaf.get('ann_file') and leaf.get('pipeline'), where
+            resizes = [t for t in leaf['pipeline'] if t['type'] == 'Resize']
+            assert len(resizes) == 1, where
+            if fixed is not None:  # anchors made for one size: every pipeline must produce it
+                assert tuple(resizes[0]['scale']) == (fixed, fixed) and resizes[0]['keep_ratio'] is False, where
+
+
 @pytest.mark.parametrize('name, size, anchors', [
     ('retinanet/retinanet_r50_fpn_1x_coco.py', 640, [57600, 14400, 3600, 900, 225]),
     ('m2det/m2det320_vgg_coco.py', 320, [9600, 2400, 600, 150, 54, 6]),
