@@ -15,6 +15,7 @@ subclass has to skip its parent's constructor.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, NamedTuple
 
@@ -225,7 +226,9 @@ class AnchorHead(nn.Module):
             raise ValueError(f'got {len(metas)} metas for a batch of {num_imgs} images')
         anchors = self.anchors(cls_scores)  # checks the feature-map sizes
         level_sizes = [a.shape[0] for a in anchors]
-        scores = self.class_scores(flatten_levels(cls_scores, self.cls_out_channels))  # (N, A, C)
+        logits = flatten_levels(cls_scores, self.cls_out_channels)  # (N, A, C or C + 1)
+        # a softmax needs every logit of an anchor; a sigmoid only the candidates' (see _candidates)
+        scores = logits if self.use_sigmoid else self.class_scores(logits)  # (N, A, C)
         deltas = flatten_levels(bbox_preds, 4)  # (N, A, 4)
         results = []
         for i, meta in enumerate(metas):
@@ -233,9 +236,7 @@ class AnchorHead(nn.Module):
             boxes, box_scores, labels = [], [], []
             for level_anchors, level_scores, level_deltas in zip(
                     anchors, scores[i].split(level_sizes), deltas[i].split(level_sizes)):
-                keep = level_scores > cfg.score_thr  # (A_l, C)
-                cand_scores = level_scores[keep]
-                cand = keep.nonzero()  # (K, 2): anchor, class
+                cand_scores, cand = self._candidates(level_scores, cfg.score_thr)  # (K,), (K, 2): anchor, class
                 if 0 < cfg.nms_pre < cand_scores.numel():
                     cand_scores, top = cand_scores.topk(cfg.nms_pre)
                     cand = cand[top]
@@ -255,6 +256,27 @@ class AnchorHead(nn.Module):
                                                        cfg.max_per_img)
             results.append({'boxes': boxes, 'scores': box_scores, 'labels': labels})
         return results
+
+    def _candidates(self, level_scores: Tensor, score_thr: float) -> tuple[Tensor, Tensor]:
+        """The (anchor, class) pairs of one level whose score is above ``score_thr``: ``(scores (K,), (K, 2))``.
+
+        ``level_scores`` are scores for a softmax head and logits for a sigmoid one. The sigmoid is monotonic, so
+        logits below ``logit(score_thr)`` (less a margin for rounding) are dropped before any sigmoid is computed:
+        at 800x800 RetinaNet has 11 million (anchor, class) logits, of which a trained model scores a few thousand
+        above 0.05. The survivors are then tested on their float scores, exactly as without the shortcut.
+        """
+        if not self.use_sigmoid:
+            keep = level_scores > score_thr  # (A_l, C)
+            return level_scores[keep], keep.nonzero()
+        if score_thr > 0:
+            logit_thr = math.log(score_thr / (1 - score_thr)) - 1e-3
+            cand = (level_scores > logit_thr).nonzero()  # (K', 2)
+            cand_scores = level_scores[cand[:, 0], cand[:, 1]].sigmoid()
+            exact = cand_scores > score_thr
+            return cand_scores[exact], cand[exact]
+        keep_scores = level_scores.sigmoid()
+        keep = keep_scores > score_thr
+        return keep_scores[keep], keep.nonzero()
 
     def _input_shape(self, meta: Mapping) -> tuple[int, int] | None:
         """``(h, w)`` of the input image to clip to: the meta's ``img_shape``, else the anchors' input size."""
