@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 __all__ = ['convert_torchvision_vgg16', 'convert_torchvision_resnet', 'convert_torchvision_ssd300_vgg16',
-           'load_state_dict_file', 'load_pretrained', 'pretrained_path']
+           'convert_torchvision_retinanet_resnet50_fpn', 'load_state_dict_file', 'load_pretrained', 'pretrained_path']
 
 
 def pretrained_path(pretrained: str | None, init_cfg: dict | None, owner: str) -> str | None:
@@ -114,6 +114,44 @@ def convert_torchvision_ssd300_vgg16(state_dict: Mapping[str, Tensor]) -> dict[s
         if new_key is None:
             raise ValueError(f'unexpected key {key!r} in a torchvision ssd300_vgg16 state dict')
         out[new_key] = value
+    return out
+
+
+def convert_torchvision_retinanet_resnet50_fpn(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """torchvision ``retinanet_resnet50_fpn()`` state dict -> detkit RetinaNet keys in torchvision's layout
+    (ResNet-50 stages 2-4 into an FPN with P6/P7 from P5, a 4-conv head over all 91 classes).
+
+    Layer by layer: ``backbone.body.*`` -> ``backbone.*``; ``backbone.fpn.inner_blocks.i.0`` ->
+    ``neck.lateral_convs.i.conv``; ``backbone.fpn.layer_blocks.i.0`` -> ``neck.fpn_convs.i.conv``;
+    ``backbone.fpn.extra_blocks.p6`` / ``p7`` -> ``neck.fpn_convs.3`` / ``4``; ``head.classification_head.conv.i.0``
+    -> ``bbox_head.cls_convs.i.conv``, ``cls_logits`` -> ``retina_cls``; ``head.regression_head.conv.i.0`` ->
+    ``bbox_head.reg_convs.i.conv``, ``bbox_reg`` -> ``retina_reg``. Its classes stay as they are (sigmoid scores,
+    no background channel to move; torchvision's class 0 is an unused "background" class).
+    """
+    out = {}
+    for key, value in state_dict.items():
+        new_key = None
+        if key.startswith('backbone.body.'):
+            new_key = 'backbone.' + key[len('backbone.body.'):]
+        elif m := re.fullmatch(r'backbone\.fpn\.inner_blocks\.(\d+)\.0\.(weight|bias)', key):
+            new_key = f'neck.lateral_convs.{m.group(1)}.conv.{m.group(2)}'
+        elif m := re.fullmatch(r'backbone\.fpn\.layer_blocks\.(\d+)\.0\.(weight|bias)', key):
+            new_key = f'neck.fpn_convs.{m.group(1)}.conv.{m.group(2)}'
+        elif m := re.fullmatch(r'backbone\.fpn\.extra_blocks\.p([67])\.(weight|bias)', key):
+            new_key = f'neck.fpn_convs.{int(m.group(1)) - 3}.conv.{m.group(2)}'
+        elif m := re.fullmatch(r'head\.(classification|regression)_head\.conv\.(\d+)\.0\.(weight|bias)', key):
+            tower = 'cls_convs' if m.group(1) == 'classification' else 'reg_convs'
+            new_key = f'bbox_head.{tower}.{m.group(2)}.conv.{m.group(3)}'
+        elif m := re.fullmatch(r'head\.classification_head\.cls_logits\.(weight|bias)', key):
+            new_key = f'bbox_head.retina_cls.{m.group(1)}'
+        elif m := re.fullmatch(r'head\.regression_head\.bbox_reg\.(weight|bias)', key):
+            new_key = f'bbox_head.retina_reg.{m.group(1)}'
+        if new_key is None:
+            raise ValueError(f'unexpected key {key!r} in a torchvision retinanet_resnet50_fpn state dict')
+        out[new_key] = value
+    # frozen batch norms (in pretrained torchvision models) have no num_batches_tracked
+    for key in [k for k in out if k.endswith('.running_mean')]:
+        out.setdefault(key.replace('.running_mean', '.num_batches_tracked'), torch.tensor(0))
     return out
 
 
