@@ -27,7 +27,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('config', help='config file')
     parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
-                        help="input height and width (default: the anchors' input size, else 300 300)")
+                        help="input height and width (default: the anchors' input size, else the test pipeline's "
+                             "Resize scale, else 300 300)")
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config keys, KEY=VALUE')
     return parser.parse_args(argv)
 
@@ -44,15 +45,28 @@ def count(model: torch.nn.Module, shape: tuple[int, int]) -> dict[str, float]:
     return {'params': sum(p.numel() for p in model.parameters()), 'flops': counter.get_total_flops(), 'parts': parts}
 
 
+def default_shape(cfg, model: torch.nn.Module) -> tuple[int, int]:
+    """``(h, w)``: the anchors' input size when they have one, else the test pipeline's Resize scale (the largest
+    image a keep-ratio resize gives, e.g. 800 x 1333), else 300 x 300."""
+    size = getattr(getattr(getattr(model, 'bbox_head', None), 'anchor_generator', None), 'input_size', None)
+    if size is not None:
+        return (size, size) if isinstance(size, int) else tuple(size)
+    loader = cfg.get('test_dataloader') or cfg.get('val_dataloader') or {}
+    dataset = loader.get('dataset') or {}
+    while 'pipeline' not in dataset and ('dataset' in dataset or 'datasets' in dataset):
+        dataset = dataset['dataset'] if 'dataset' in dataset else dataset['datasets'][0]
+    for step in dataset.get('pipeline', []):
+        if step.get('type') == 'Resize' and step.get('scale') is not None:
+            w, h = (step['scale'],) * 2 if isinstance(step['scale'], int) else step['scale']
+            return int(h), int(w)
+    return 300, 300
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     cfg = load_config(args.config, args.cfg_options)
     model = MODELS.build(cfg.model).eval()
-    if args.shape:
-        shape = tuple(args.shape)
-    else:
-        size = getattr(getattr(getattr(model, 'bbox_head', None), 'anchor_generator', None), 'input_size', 300)
-        shape = (size, size)
+    shape = tuple(args.shape) if args.shape else default_shape(cfg, model)
     stats = count(model, shape)
     line = '=' * 64
     print(line)
