@@ -125,6 +125,19 @@ def test_demo_on_an_image_a_folder_and_a_video(trained):
     assert proc.returncode != 0 and 'missing.png' in proc.stderr
 
 
+def test_demo_fails_when_no_input_could_be_processed(trained):
+    root, cfg, work, _ = trained
+    bad = root / 'unreadable'
+    bad.mkdir()
+    (bad / 'a.jpg').write_bytes(b'not an image')
+    (bad / 'b.png').write_bytes(b'')
+    proc = run_tool('tools/demo.py', cfg, str(work / 'epoch_2.pth'), str(bad), '--out', str(root / 'none'),
+                    check=False)
+    assert proc.returncode != 0
+    assert 'no input could be processed' in proc.stderr and 'a.jpg' in proc.stderr and 'b.png' in proc.stderr
+    assert not os.path.exists(root / 'none')
+
+
 def test_plot_curves_and_browse_dataset(trained):
     root, cfg, work, _ = trained
     logs = sorted(glob.glob(str(work / '*.log.json')))
