@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from detkit.utils.checkpoint_io import CheckpointError, read_torch_file
+
 __all__ = [
     'CheckpointError', 'save_checkpoint', 'load_checkpoint', 'load_model_weights', 'find_latest_checkpoint',
     'get_rng_state', 'set_rng_state', 'set_random_seed', 'to_checkpoint_safe'
@@ -34,10 +36,6 @@ __all__ = [
 _EPOCH_CKPT = re.compile(r'^epoch_(\d+)\.pth$')
 _PRIMITIVES = (str, int, float, bool, type(None))
 _DROP = object()  # marks a value to_checkpoint_safe leaves out
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint file that cannot be read (truncated, corrupt, or holding objects other than tensors)."""
 
 
 def _check_safe(obj: Any, where: str) -> None:
@@ -122,27 +120,14 @@ def save_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike) -> None
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 'cpu') -> dict[str, Any]:
-    """Read a checkpoint with ``torch.load(weights_only=True)``.
+    """Read a checkpoint with ``torch.load(weights_only=True)`` (:func:`detkit.utils.checkpoint_io.read_torch_file`).
 
     Raises:
         FileNotFoundError: naming ``path`` when it does not exist.
         CheckpointError: naming ``path`` when the file is truncated or corrupt, or holds pickled objects.
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f'checkpoint not found: {path}')
-    size = os.path.getsize(path)
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # torch raises RuntimeError, UnpicklingError, EOFError, ... depending on the damage
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if 'Weights only load failed' in str(e):
-            raise CheckpointError(
-                f'cannot load checkpoint {path}: it holds pickled Python objects, not only tensors and plain '
-                f'containers, so it was not written by detkit and is not loaded unsafely. '
-                f'({first_line})') from e
-        raise CheckpointError(f'cannot load checkpoint {path} ({size} bytes): the file is truncated or corrupt '
-                              f'({type(e).__name__}: {first_line}). Use an earlier checkpoint.') from e
+    ckpt = read_torch_file(path, map_location, what='checkpoint')
     if not isinstance(ckpt, dict):
         raise CheckpointError(f'checkpoint {path} holds a {type(ckpt).__name__}, expected a dict')
     return ckpt

@@ -112,3 +112,23 @@ def test_partial_loading_reports_what_did_not_match(tmp_path, caplog, monkeypatc
         load_model_weights(net, tmp_path / 'p.pth', strict=False)
     assert "['bias']" in caplog.text and "['extra.bias']" in caplog.text and 'p.pth' in caplog.text
     assert net.weight.abs().sum() == 0
+
+
+class ForeignObject:
+    """A class pickled into a checkpoint (module level: torch.save cannot pickle a local class)."""
+
+
+def test_random_bytes_are_corrupt_not_pickled_objects_and_weights_only_is_never_advised(tmp_path):
+    junk = tmp_path / 'random.pth'
+    junk.write_bytes(np.random.RandomState(0).bytes(5000))
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(junk)
+    msg = str(err.value)
+    assert 'random.pth' in msg and 'truncated or corrupt' in msg
+    assert 'pickled' not in msg and 'weights_only' not in msg
+
+    torch.save({'obj': ForeignObject()}, tmp_path / 'foreign.pth')
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(tmp_path / 'foreign.pth')
+    assert 'pickled Python objects' in str(err.value) and 'ForeignObject' in str(err.value)
+    assert 'weights_only' not in str(err.value)
