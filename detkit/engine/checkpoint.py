@@ -84,9 +84,11 @@ def to_checkpoint_safe(obj: Any) -> Any:
 def save_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike) -> None:
     """Write ``checkpoint`` to ``path`` atomically.
 
-    The bytes go to a temporary file in the same directory, are flushed and fsync'ed, and the file is then
-    renamed over ``path`` (``os.replace`` is atomic on POSIX): a crash or a full disk leaves either the old
-    file or the new one, never a half-written checkpoint.
+    The bytes go to a temporary file in the same directory (``.<name>.<random>.tmp``), are flushed and fsync'ed,
+    and the file is then renamed over ``path`` (``os.replace`` is atomic on POSIX): a crash or a full disk leaves
+    either the old file or the new one, never a half-written checkpoint (a ``kill -9`` can leave the temporary
+    file, which the trainer removes when it next starts in that work dir). The file gets the mode ``open`` would
+    give it (``0666`` minus the umask), not ``mkstemp``'s ``0600``.
 
     Raises:
         TypeError: naming the key of a value that ``torch.load(weights_only=True)`` could not read back.
@@ -97,6 +99,8 @@ def save_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike) -> None
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f'.{os.path.basename(path)}.', suffix='.tmp')
     try:
+        # mkstemp creates the file 0600; give it the mode open() (and so torch.save(path)) would: 0666 - umask
+        os.fchmod(fd, 0o666 & ~_current_umask())
         with os.fdopen(fd, 'wb') as f:
             torch.save(checkpoint, f)
             f.flush()
@@ -117,6 +121,20 @@ def save_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike) -> None
         pass
     finally:
         os.close(dir_fd)
+
+
+def _current_umask() -> int:
+    """This process's umask, read without changing it where Linux allows (``os.umask`` can only set it)."""
+    try:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith('Umask:'):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore at once
+    os.umask(mask)
+    return mask
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 'cpu') -> dict[str, Any]:
