@@ -14,6 +14,10 @@ the losses (under autocast with AMP), stop if any loss is NaN/inf, back-propagat
 ``default_hooks.logger.interval`` iterations -> dataset bad-item summary -> evaluate every ``train_cfg.val_interval``
 epochs -> write ``epoch_N.pth`` (and ``best_<metric>_epoch_N.pth``).
 
+The work dir belongs to one run at a time: rank 0 holds its lock file from start to end (a second run is
+refused, naming the first; see :mod:`detkit.engine.work_dir`), and on start removes what an interrupted run left
+(temporary checkpoint files, a second ``best_*.pth``).
+
 Distributed training: start the processes with ``torchrun`` and join the group (:func:`detkit.engine.init_dist`)
 before building the trainer; the model is wrapped in ``DistributedDataParallel``, every rank trains on its shard,
 and only rank 0 writes logs and checkpoints.
@@ -47,6 +51,7 @@ from .logger import TrainLogger
 from .optim_wrapper import build_optim_wrapper
 from .optimizers import build_optimizer, scale_lr_by_batch_size
 from .schedulers import build_lr_scheduler
+from .work_dir import BEST_CKPT, WorkDirBusyError, WorkDirLock, tidy_work_dir
 
 __all__ = ['Trainer', 'NonFiniteLossError', 'sum_losses', 'resolve_device']
 
@@ -144,16 +149,45 @@ class Trainer:
             raise ValueError(f"default_hooks.checkpoint.rule must be 'greater' or 'less', got {self.best_rule!r}")
 
         setup_env(cfg.get('env_cfg'), self.device.type)
+        # one run per work dir: a second one would share the log and overwrite the checkpoints (rank 0 holds it)
+        self._lock = WorkDirLock(self.work_dir) if self.rank == 0 else None
+        busy = None
+        if self._lock is not None:
+            try:
+                self._lock.acquire()
+            except WorkDirBusyError as err:
+                busy = str(err)
+        busy = broadcast_object(busy)  # every rank stops, none waits at a barrier for rank 0
+        if busy:
+            raise WorkDirBusyError(busy)
+        try:
+            self._build(cfg, tensorboard=bool(log_cfg.get('tensorboard', True)))
+        except BaseException:
+            self._release_lock()
+            raise
+
+    def _build(self, cfg: Any, tensorboard: bool) -> None:
+        """The rest of ``__init__``, run while holding the work dir's lock."""
+        # a second run in the same second must not append to this run's log files
+        timestamp = time.strftime('%Y%m%d_%H%M%S')
         if self.rank == 0:
-            os.makedirs(self.work_dir, exist_ok=True)
-        barrier()
-        self.timestamp = broadcast_object(time.strftime('%Y%m%d_%H%M%S'))
-        self.log = TrainLogger(self.work_dir, self.timestamp, enabled=self.rank == 0,
-                               tensorboard=bool(log_cfg.get('tensorboard', True)))
+            stem, n = timestamp, 1
+            while os.path.exists(os.path.join(self.work_dir, f'{timestamp}.log')):
+                timestamp, n = f'{stem}_{n}', n + 1
+        self.timestamp = broadcast_object(timestamp)
+        self.log = TrainLogger(self.work_dir, self.timestamp, enabled=self.rank == 0, tensorboard=tensorboard)
 
         # resume: the checkpoint's seed decides the shuffle order, so read it before building the loaders
         self.resume_from = self._resolve_resume(cfg.get('resume', False))
         resume_ckpt = load_checkpoint(self.resume_from) if self.resume_from else None
+        if self.rank == 0:
+            # leftovers of an interrupted run; a resumed run keeps the best checkpoint its checkpoint names
+            tidy_work_dir(self.work_dir, (resume_ckpt or {}).get('meta', {}).get('best_ckpt'), self.log.logger)
+            if not resume_ckpt and list_epoch_checkpoints(self.work_dir):
+                self.log.warning(f'{self.work_dir} holds checkpoints of an earlier run '
+                                 f'({", ".join(os.path.basename(p) for _, p in list_epoch_checkpoints(self.work_dir))})'
+                                 '; this run starts from scratch and overwrites them (resume=auto or --resume '
+                                 'continues instead)')
         self.seed = int(resume_ckpt['meta']['seed']) if resume_ckpt else int(cfg.get('seed', 0) or 0)
         if resume_ckpt and cfg.get('seed') is not None and int(cfg.get('seed')) != self.seed:
             self.log.warning(f'resuming with the checkpoint\'s seed {self.seed} instead of the config\'s {cfg.seed}')
@@ -255,8 +289,20 @@ class Trainer:
         self.log.info(f'resumed from {self.resume_from}: epoch {self.epoch}, iteration {self.iter}')
 
     # ----------------------------------------------------------------------------------------------- train
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+
+    def close(self) -> None:
+        """Close the log sinks and release the work dir (``train`` does both when it ends)."""
+        if hasattr(self, 'log'):
+            self.log.close()
+        self._release_lock()
+
     def train(self) -> dict[str, Any]:
         """Train until ``train_cfg.max_epochs``; returns the last evaluation results (may be empty)."""
+        if self._lock is not None:
+            self._lock.acquire()  # again, when train() is called after an earlier train() ended
         self.log.info(f'detkit {detkit.__version__}, torch {torch.__version__}, device {self.device}, '
                       f'{self.world_size} process(es) x batch {self.train_loader.batch_size}, '
                       f'{self.iters_per_epoch} iterations per epoch, seed {self.seed}, '
@@ -267,7 +313,7 @@ class Trainer:
                 self.epoch += 1
                 self._after_epoch()
         finally:
-            self.log.close()
+            self.close()
         return self.last_metrics
 
     def train_epoch(self) -> None:
@@ -409,7 +455,6 @@ class Trainer:
             better = self.best_score is None or (score > self.best_score if self.best_rule == 'greater'
                                                  else score < self.best_score)
             if better and math.isfinite(score):
-                old_best = self.best_ckpt
                 self.best_key, self.best_score = key, score
                 self.best_ckpt = os.path.join(self.work_dir,
                                               f'best_{key.replace("/", "_")}_epoch_{self.epoch}.pth')
@@ -417,11 +462,15 @@ class Trainer:
         ckpt = self.checkpoint_dict()
         path = os.path.join(self.work_dir, f'epoch_{self.epoch}.pth')
         if self.rank == 0:
-            save_checkpoint(ckpt, path)
+            # the best first: epoch_N.pth names it, so a kill between the two writes must not leave an epoch_N.pth
+            # that names a best checkpoint which was never written (a resume from epoch_N-1 redoes both)
             if new_best:
                 save_checkpoint(ckpt, self.best_ckpt)
-                if old_best and old_best != self.best_ckpt and os.path.exists(old_best):
-                    os.remove(old_best)
+            save_checkpoint(ckpt, path)
+            if new_best:
+                for name in os.listdir(self.work_dir):  # exactly one best, also after an interrupted run
+                    if BEST_CKPT.match(name) and os.path.join(self.work_dir, name) != self.best_ckpt:
+                        os.remove(os.path.join(self.work_dir, name))
                 self.log.info(f'best {self.best_key} {self.best_score:.4f} at epoch {self.epoch}: {self.best_ckpt}')
             self._remove_old_checkpoints()
             self.log.info(f'saved {path}')

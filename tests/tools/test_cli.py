@@ -76,6 +76,20 @@ def test_resume_auto_continues_from_the_latest_epoch(trained):
     assert proc.returncode != 0 and f'{bad}' in proc.stderr and 'truncated or corrupt' in proc.stderr
 
 
+def test_a_second_train_run_on_a_busy_work_dir_is_refused(trained):
+    root, cfg, _, _ = trained
+    work = root / 'busy'
+    holder = toy.hold_work_dir(str(work))
+    try:
+        proc = run_tool('tools/train.py', cfg, '--work-dir', str(work), check=False)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert proc.returncode != 0
+    assert f'work dir {work} is in use' in proc.stderr and f'pid {holder.pid}' in proc.stderr
+    assert sorted(os.listdir(work)) == ['.detkit.lock']  # the running run's config dump and logs are untouched
+
+
 def test_test_tool_evaluates_and_writes_json_pkl_and_images(trained):
     root, cfg, work, _ = trained
     ckpt = str(work / 'epoch_2.pth')
