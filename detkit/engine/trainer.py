@@ -272,6 +272,7 @@ class Trainer:
         if missing:
             raise KeyError(f'{self.resume_from} cannot resume training: it has no {missing} '
                            '(use load_from to start from its weights instead)')
+        self._check_resume_schedule(meta)
         self.model.load_state_dict(ckpt['state_dict'])
         self.optim_wrapper.load_state_dict({'optimizer': ckpt['optimizer'], 'grad_scaler': ckpt.get('grad_scaler')})
         self.lr_scheduler.load_state_dict(ckpt['param_schedulers'])
@@ -287,6 +288,29 @@ class Trainer:
                              f'{self.world_size}: random streams are reseeded, so the run will not repeat exactly')
             set_random_seed(self.seed + self.rank + 1000 * self.epoch)
         self.log.info(f'resumed from {self.resume_from}: epoch {self.epoch}, iteration {self.iter}')
+
+    def _check_resume_schedule(self, meta: Mapping[str, Any]) -> None:
+        """Refuse a resume whose iteration counter would mean another point of the schedule in this run.
+
+        The lr schedules and the epoch count follow the global iteration: with another total batch size (or
+        another number of iterations per epoch) the restored counter lands elsewhere in the schedule, and the
+        run would go on with wrong learning rates without an error.
+        """
+        old_batch = meta.get('total_batch_size')
+        if old_batch is not None and int(old_batch) != self.total_batch_size:
+            raise ValueError(
+                f'cannot resume from {self.resume_from}: it was trained with a total batch size of {old_batch}, this '
+                f'run has {self.total_batch_size} ({self.world_size} process(es) x batch '
+                f'{self.train_loader.batch_size}); the iteration counter and the lr schedule would not match. '
+                f'Resume with a total batch size of {old_batch}, or start a new run from its weights with '
+                f'load_from={self.resume_from!r}')
+        epoch, iteration = int(meta.get('epoch', 0)), int(meta.get('iter', 0))
+        if old_batch is not None and epoch > 0 and iteration != epoch * self.iters_per_epoch:
+            raise ValueError(
+                f'cannot resume from {self.resume_from}: it completed {epoch} epoch(s) in {iteration} iterations '
+                f'({iteration / epoch:g} per epoch), this run has {self.iters_per_epoch} per epoch (the training set '
+                'or drop_last changed); the lr schedule would not match. Start a new run from its weights with '
+                f'load_from={self.resume_from!r}')
 
     # ----------------------------------------------------------------------------------------------- train
     def _release_lock(self) -> None:

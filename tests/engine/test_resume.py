@@ -106,3 +106,14 @@ def test_resume_from_an_explicit_path_and_a_finished_run(tmp_path):
     assert again.iter == first.iter
     with pytest.raises(FileNotFoundError, match='nope.pth'):
         Trainer(_cfg(tmp_path, resume=str(tmp_path / 'nope.pth')))
+
+
+def test_resume_with_another_total_batch_size_is_refused_naming_both(tmp_path):
+    # epoch 2 would start at iteration 3 of a run with 2 iterations per epoch: the epoch-based lr steps move
+    Trainer(_cfg(tmp_path, train_cfg=dict(max_epochs=1, val_interval=1))).train()
+    with pytest.raises(ValueError, match=r'total batch size of 2, this run has 3 .*1 process\(es\) x batch 3'):
+        Trainer(_cfg(tmp_path, resume='auto', train_dataloader=dict(_loader(0, False), batch_size=3)))
+    # the same batch size over a training set of another length moves the schedule too
+    with pytest.raises(ValueError, match=r'1 epoch\(s\) in 3 iterations .* 4 per epoch'):
+        Trainer(_cfg(tmp_path, resume='auto', train_dataloader=dict(
+            _loader(0, False), dataset=dict(type='ToyDataset', num_images=8, pipeline=toy.toy_pipeline()))))
