@@ -115,6 +115,10 @@ def build_dataloader(loader_cfg: Mapping[str, Any], *, train: bool, seed: int = 
         seed: base of the per-epoch shuffle seed (``seed + epoch``).
         dataset: an already built dataset (else built from ``loader_cfg['dataset']``).
         name: the config key, for error messages.
+
+    Raises:
+        KeyError: naming an unknown key of ``loader_cfg``.
+        ValueError: an evaluation dataset without images, naming its annotation file(s).
     """
     known = {'batch_size', 'num_workers', 'persistent_workers', 'shuffle', 'drop_last', 'pin_memory', 'dataset',
              'sampler', 'prefetch_factor'}
@@ -125,6 +129,11 @@ def build_dataloader(loader_cfg: Mapping[str, Any], *, train: bool, seed: int = 
         if 'dataset' not in loader_cfg:
             raise KeyError(f'{name} has no "dataset" entry')
         dataset = build_dataset(loader_cfg['dataset'])
+    if not train and len(dataset) == 0:
+        # evaluating nothing scores 0 and looks like a bad model; the usual cause is a wrong path or split
+        parts = [f'{type(d).__name__} ({d.ann_file})' for d in find_dataset_attr(dataset, 'ann_file')]
+        raise ValueError(f'{name}: the evaluation dataset has no images: '
+                         f'{", ".join(parts) or type(dataset).__name__}; check ann_file, data_root and the split')
     batch_size = int(loader_cfg.get('batch_size', 1))
     num_workers = int(loader_cfg.get('num_workers', 0))
     # mmdetection configs write the shuffle flag in sampler=dict(type='DefaultSampler', shuffle=...)
