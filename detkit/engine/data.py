@@ -31,7 +31,12 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, S
 
 from detkit.datasets import build_dataset, collate, worker_init_fn
 
-__all__ = ['build_dataloader', 'batch_to_device', 'find_dataset_attr', 'EpochSeededDataset', 'EpochKeySampler']
+__all__ = ['build_dataloader', 'batch_to_device', 'find_dataset_attr', 'EpochSeededDataset', 'EpochKeySampler',
+           'LOADER_KEYS']
+
+#: the keys of a ``*_dataloader`` config
+LOADER_KEYS = frozenset({'batch_size', 'num_workers', 'persistent_workers', 'shuffle', 'drop_last', 'pin_memory',
+                         'dataset', 'sampler', 'prefetch_factor'})
 
 
 class EpochSeededDataset(Dataset):
@@ -120,11 +125,9 @@ def build_dataloader(loader_cfg: Mapping[str, Any], *, train: bool, seed: int = 
         KeyError: naming an unknown key of ``loader_cfg``.
         ValueError: an evaluation dataset without images, naming its annotation file(s).
     """
-    known = {'batch_size', 'num_workers', 'persistent_workers', 'shuffle', 'drop_last', 'pin_memory', 'dataset',
-             'sampler', 'prefetch_factor'}
-    unknown = set(loader_cfg) - known
+    unknown = set(loader_cfg) - LOADER_KEYS
     if unknown:
-        raise KeyError(f'{name} has unknown keys {sorted(unknown)}; supported: {sorted(known)}')
+        raise KeyError(f'{name} has unknown keys {sorted(unknown)}; supported: {sorted(LOADER_KEYS)}')
     if dataset is None:
         if 'dataset' not in loader_cfg:
             raise KeyError(f'{name} has no "dataset" entry')

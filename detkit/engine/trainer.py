@@ -42,6 +42,7 @@ from detkit.registry import MODELS
 
 from .checkpoint import (find_latest_checkpoint, get_rng_state, list_epoch_checkpoints, load_checkpoint,
                          load_model_weights, save_checkpoint, set_random_seed, set_rng_state, to_checkpoint_safe)
+from .config_check import check_config
 from .data import batch_to_device, build_dataloader, find_dataset_attr
 from .dist import (all_gather_object, all_reduce_mean, any_across_ranks, barrier, broadcast_object, get_rank,
                    get_world_size, is_distributed)
@@ -118,7 +119,8 @@ class Trainer:
     ``checkpoint.max_keep_ckpts``, ``checkpoint.save_best``, ``checkpoint.rule``), ``env_cfg`` (``num_threads``,
     ``opencv_num_threads``, ``cudnn_benchmark``: see :func:`setup_env`), ``seed``, ``device``, ``load_from``,
     ``resume`` (``False``, ``True``/``'auto'`` for the latest ``epoch_N.pth`` in ``work_dir``, or a path),
-    ``find_unused_parameters``, ``sync_bn``.
+    ``find_unused_parameters``, ``sync_bn``, ``log_level``. Any key nothing reads is an error
+    (:func:`~detkit.engine.config_check.check_config`).
 
     Attributes:
         model: the detector (unwrapped).
@@ -126,6 +128,7 @@ class Trainer:
     """
 
     def __init__(self, cfg: Any) -> None:
+        check_config(cfg)  # a misspelled key is an error before anything is built
         self.cfg = cfg
         self.rank, self.world_size = get_rank(), get_world_size()
         self.work_dir = cfg.get('work_dir')
@@ -175,7 +178,8 @@ class Trainer:
             while os.path.exists(os.path.join(self.work_dir, f'{timestamp}.log')):
                 timestamp, n = f'{stem}_{n}', n + 1
         self.timestamp = broadcast_object(timestamp)
-        self.log = TrainLogger(self.work_dir, self.timestamp, enabled=self.rank == 0, tensorboard=tensorboard)
+        self.log = TrainLogger(self.work_dir, self.timestamp, enabled=self.rank == 0, tensorboard=tensorboard,
+                               level=cfg.get('log_level') or 'INFO')
 
         # resume: the checkpoint's seed decides the shuffle order, so read it before building the loaders
         self.resume_from = self._resolve_resume(cfg.get('resume', False))

@@ -109,6 +109,15 @@ def test_test_tool_evaluates_and_writes_json_pkl_and_images(trained):
     assert sum(len(a) for a in per_image[0]) == len([d for d in dets if d['image_id'] == 0])
 
 
+def test_test_tool_refuses_a_misspelled_key_before_loading_anything(trained):
+    root, cfg, work, _ = trained
+    proc = run_tool('tools/test.py', cfg, str(work / 'epoch_2.pth'), '--cfg-options',
+                    'env_cfg.num_thread=1', check=False)
+    assert proc.returncode != 0
+    assert "unknown key 'num_thread' in env_cfg; did you mean 'num_threads'?" in proc.stderr
+    assert 'toy metric' not in proc.stdout
+
+
 def test_eval_names_map_to_the_fixed_metric_types():
     test_tool = load_tool('tools/test.py')
     cfg = Config(dict(test_evaluator=dict(type='VOCMetric', iou_thr=0.5, eval_mode='area')))
