@@ -29,6 +29,7 @@ import math
 import os
 import sys
 import time
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -163,6 +164,8 @@ class Trainer:
         busy = broadcast_object(busy)  # every rank stops, none waits at a barrier for rank 0
         if busy:
             raise WorkDirBusyError(busy)
+        if self._lock is not None:  # a trainer dropped without train() or close() must not keep the work dir
+            weakref.finalize(self, self._lock.release)
         try:
             self._build(cfg, tensorboard=bool(log_cfg.get('tensorboard', True)))
         except BaseException:

@@ -93,3 +93,15 @@ def test_resume_removes_leftovers_and_keeps_the_valid_best(tmp_path):
     assert not glob.glob(str(tmp_path / '*.tmp')) and not glob.glob(str(tmp_path / '.*.tmp'))
     assert glob.glob(str(tmp_path / 'best_*.pth')) == best
     assert load_checkpoint(best[0])['meta']['best_ckpt'] == best[0]  # the real one, not the stale file
+
+
+def test_a_trainer_dropped_without_training_releases_the_work_dir(tmp_path):
+    import gc
+    trainer = Trainer(toy.toy_config(str(tmp_path)))
+    del trainer
+    gc.collect()
+    fd = os.open(tmp_path / LOCK_FILE, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError while the dropped trainer held it
+    finally:
+        os.close(fd)
