@@ -5,7 +5,8 @@ the holder's PID, host, start time and command line. A second run on the same wo
 :class:`WorkDirBusyError` naming the work dir and that process, instead of sharing its log and overwriting its
 checkpoints. The kernel releases a ``flock`` when its process dies, however it dies, so a crashed or killed run
 never leaves the work dir locked (the file itself stays; only the lock on it counts). Within one process the lock
-is re-entrant (``tools/train.py`` holds it while it writes the config, then the trainer takes it again).
+is re-entrant (``tools/train.py`` holds it while it writes the config, then the trainer takes it again). A forked
+child (a data-loader worker) closes the descriptor it inherits, so it never holds the work dir past its parent.
 
 **Leftovers.** :func:`tidy_work_dir` removes the temporary files of checkpoint writes that a ``kill -9``
 interrupted (``.epoch_3.pth.<random>.tmp``) and keeps exactly one ``best_*.pth``. It runs under the lock, so no
