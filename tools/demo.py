@@ -13,6 +13,7 @@ import os.path as osp
 import cv2
 
 from detkit.apis import inference_detector, init_detector
+from detkit.datasets.transforms import ImageLoadError, imread
 from detkit.utils.visualization import draw_detections
 
 IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
@@ -38,12 +39,14 @@ def _image_out_path(out: str, src: str, single: bool) -> str:
 
 
 def run_images(model, paths: list[str], out: str, score_thr: float, single: bool) -> list[str]:
+    """Detect and draw on each image; returns the files written (unreadable inputs are skipped and named)."""
     classes = model.dataset_meta.get('classes')
     written = []
     for path in paths:
-        img = cv2.imread(path)
-        if img is None:
-            print(f'skipped {path}: not an image OpenCV can read')
+        try:
+            img = imread(path)  # a truncated JPEG is unreadable too, not drawn half grey
+        except ImageLoadError as err:
+            print(f'skipped {path}: {err.reason}')
             continue
         det = inference_detector(model, img)
         vis = draw_detections(img, det['boxes'], det['labels'], det['scores'], classes, score_thr)
@@ -78,6 +81,10 @@ def run_video(model, path: str, out: str, score_thr: float) -> str:
     finally:
         cap.release()
         writer.release()
+    if frames == 0:
+        if osp.exists(dst):
+            os.remove(dst)
+        raise SystemExit(f'no input could be processed: {path} yielded no frames')
     print(f'{path}: {frames} frames -> {dst}')
     return dst
 
@@ -90,13 +97,17 @@ def main(argv: list[str] | None = None) -> None:
         paths = sorted(osp.join(src, f) for f in os.listdir(src) if f.lower().endswith(IMAGE_EXTS))
         if not paths:
             raise SystemExit(f'no images ({", ".join(IMAGE_EXTS)}) in {src}')
-        run_images(model, paths, args.out, args.score_thr, single=False)
+        single = False
     elif not osp.isfile(src):
         raise SystemExit(f'input not found: {src}')
     elif src.lower().endswith(VIDEO_EXTS):
         run_video(model, src, args.out, args.score_thr)
+        return
     else:
-        run_images(model, [src], args.out, args.score_thr, single=True)
+        paths, single = [src], True
+    if not run_images(model, paths, args.out, args.score_thr, single=single):
+        # exit non-zero: a script that runs the demo must not take "nothing drawn" for success
+        raise SystemExit(f'no input could be processed; unreadable: {", ".join(paths)}')
 
 
 if __name__ == '__main__':

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import os.path as osp
 import pickle
@@ -22,6 +23,8 @@ import torch
 from detkit.apis import init_detector
 from detkit.apis.results import to_coco_detections, to_per_class_arrays
 from detkit.engine import build_dataloader, build_metrics, evaluate, setup_env
+from detkit.engine.config_check import check_config
+from detkit.engine.logger import log_level_value
 from detkit.utils.config import DictAction, load_config
 from detkit.utils.visualization import draw_detections
 
@@ -60,6 +63,8 @@ def eval_metric_cfgs(names: list[str], cfg: Any) -> list[dict[str, Any]]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     cfg = load_config(args.config, args.cfg_options)
+    check_config(cfg)  # a misspelled key is an error before the model and the data are built
+    logging.getLogger('detkit').setLevel(log_level_value(cfg.get('log_level') or 'INFO'))
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
     setup_env(cfg.get('env_cfg'), torch.device(device).type)
     model = init_detector(cfg, args.checkpoint, device=device)

@@ -8,10 +8,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 import os.path as osp
 
 from detkit.engine import Trainer, destroy_dist, init_dist
+from detkit.engine.work_dir import WorkDirBusyError, WorkDirLock
 from detkit.utils.config import DictAction, load_config
 
 
@@ -55,13 +55,19 @@ def main(argv: list[str] | None = None) -> None:
 
     device = cfg.get('device') or ('cuda' if _cuda_available() else 'cpu')
     rank, _, _ = init_dist(args.launcher, device)
+    # rank 0 holds the work dir from before the config dump: a second run must not overwrite the running one's
+    lock = WorkDirLock(cfg.work_dir) if rank == 0 else None
     try:
-        if rank == 0:
+        if lock is not None:
+            lock.acquire()
             # the final config, after --cfg-options and flags; tools/train.py can be re-run on it
-            os.makedirs(cfg.work_dir, exist_ok=True)
             cfg.dump(osp.join(cfg.work_dir, osp.basename(args.config)))
         Trainer(cfg).train()
+    except WorkDirBusyError as err:
+        raise SystemExit(f'error: {err}') from None
     finally:
+        if lock is not None:
+            lock.release()
         destroy_dist()
 
 

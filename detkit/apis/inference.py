@@ -23,6 +23,7 @@ from torch import nn
 
 from detkit.engine.checkpoint import load_model_weights
 from detkit.datasets import collate
+from detkit.datasets.transforms import imread
 from detkit.registry import DATASETS, MODELS, TRANSFORMS
 from detkit.utils.config import load_config
 
@@ -120,21 +121,46 @@ def init_detector(config: str | os.PathLike | Config, checkpoint: str | os.PathL
     return model
 
 
-def _read_image(img: ImageInput, to_float32: bool) -> tuple[np.ndarray, str | None]:
+def _read_image(img: ImageInput, to_float32: bool, where: str) -> tuple[np.ndarray, str | None]:
+    """The ``(H, W, 3)`` BGR array of one input (read from disk for a path) and its path, validated here so that a
+    bad input is an error naming it rather than a failure inside OpenCV or a silently meaningless result."""
     if isinstance(img, (str, os.PathLike)):
         path = os.fspath(img)
-        array = cv2.imread(path, cv2.IMREAD_COLOR)
-        if array is None:
-            raise FileNotFoundError(f'cannot read image {path} (missing, or not an image OpenCV can decode)')
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f'cannot read image {path}: file not found')
+        array = imread(path)  # ImageLoadError names the file when it is truncated or undecodable
     elif isinstance(img, np.ndarray):
-        path, array = None, img
+        path, array = None, _check_array(img, where)
         if array.ndim == 2:
             array = cv2.cvtColor(array, cv2.COLOR_GRAY2BGR)
-        if array.ndim != 3 or array.shape[2] != 3:
-            raise ValueError(f'an image array must be H x W x 3 (BGR) or H x W, got shape {array.shape}')
     else:
-        raise TypeError(f'an image must be a path or a numpy array, got {type(img).__name__}')
+        raise TypeError(f'{where}: an image must be a path or a numpy array, got {type(img).__name__}')
     return (array.astype(np.float32) if to_float32 else array), path
+
+
+def _check_array(array: np.ndarray, where: str) -> np.ndarray:
+    """``array`` as uint8 or float32 after checking its shape, size, dtype and (for floats) value range.
+
+    uint8 is what ``cv2.imread`` returns; floats are accepted when they are pixel values (finite, 0..255), since
+    the pipeline normalises from that range. Everything else (16-bit, integer, bool data) would reach the network
+    on another scale and give meaningless detections without an error, so it is refused.
+    """
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] != 3):
+        raise ValueError(f'{where}: an image array must be H x W x 3 (BGR) or H x W, got shape {array.shape}')
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ValueError(f'{where}: the image array is empty (shape {array.shape})')
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype.kind != 'f':
+        raise TypeError(f'{where}: image arrays of dtype {array.dtype} are not supported: pass uint8 BGR pixels as '
+                        'cv2.imread returns them, or floats in 0..255 (scale 16-bit data first, e.g. '
+                        '(img // 257).astype(np.uint8))')
+    if not np.isfinite(array).all():
+        raise ValueError(f'{where}: the float image array holds NaN or inf values')
+    low, high = float(array.min()), float(array.max())
+    if low < 0 or high > 255:
+        raise ValueError(f'{where}: float image arrays must hold pixel values in 0..255, got {low:g}..{high:g}')
+    return array.astype(np.float32, copy=False)
 
 
 @torch.no_grad()
@@ -144,11 +170,18 @@ def inference_detector(model: nn.Module, imgs: ImageInput | Sequence[ImageInput]
 
     Args:
         model: from :func:`init_detector` (it needs ``model.cfg`` for the test pipeline).
-        imgs: a path, an ``(H, W, 3)`` BGR uint8 array (as ``cv2.imread`` returns), or a list of them.
+        imgs: a path, an ``(H, W, 3)`` BGR uint8 array (as ``cv2.imread`` returns; float arrays holding values in
+            0..255 are accepted too, other dtypes are refused), or a list of them.
 
     Returns:
         For each image a dict ``boxes`` ``Tensor[K, 4]`` (x1, y1, x2, y2 in the original image's pixels),
         ``scores`` ``Tensor[K]``, ``labels`` ``Tensor[K]`` (on the CPU); a single dict for a single image.
+
+    Raises:
+        FileNotFoundError: a path that does not exist.
+        ImageLoadError: naming a file that is truncated or cannot be decoded.
+        TypeError: an array of another dtype than uint8 or float.
+        ValueError: an array of the wrong shape, empty, or (float) holding values outside 0..255.
     """
     if not hasattr(model, 'cfg'):
         raise AttributeError('the model has no .cfg: build it with detkit.apis.init_detector')
@@ -159,7 +192,8 @@ def inference_detector(model: nn.Module, imgs: ImageInput | Sequence[ImageInput]
     transforms, load_opts = build_test_pipeline(model.cfg)
     samples = []
     for i, img in enumerate(items):
-        array, path = _read_image(img, bool(load_opts.get('to_float32', False)))
+        array, path = _read_image(img, bool(load_opts.get('to_float32', False)),
+                                  'the image' if single else f'image {i} of the list')
         results: dict[str, Any] = dict(img=array, img_shape=array.shape[:2], ori_shape=array.shape[:2],
                                        img_path=path, img_id=i, sample_idx=i)
         for t in transforms:

@@ -36,7 +36,7 @@ from torch.utils.data import Dataset
 from .transforms import Compose, ImageLoadError, LoadImageFromFile
 
 __all__ = ['BaseDetDataset', 'empty_ann', 'sanitize_boxes', 'read_image_size', 'BAD_ANNOTATION', 'BAD_IMAGE', 'BAD_BOX',
-           'UNKNOWN_CLASS']
+           'UNKNOWN_CLASS', 'ORPHAN_ANNOTATION']
 
 logger = logging.getLogger('detkit.datasets')
 
@@ -45,6 +45,7 @@ BAD_ANNOTATION = 'malformed annotation (item skipped)'
 BAD_IMAGE = 'unreadable image (item skipped or replaced)'
 BAD_BOX = 'invalid box (item repaired)'
 UNKNOWN_CLASS = 'unknown class (objects skipped)'
+ORPHAN_ANNOTATION = 'annotation of an image the file does not list (skipped)'
 
 #: warning lines printed per dataset and reason before the rest are only counted
 MAX_WARNINGS_PER_REASON = 20
@@ -141,6 +142,9 @@ class BaseDetDataset(Dataset):
 
         data_list = self.load_data_list()
         self._metainfo['classes'] = tuple(self._metainfo['classes'])
+        if not self._metainfo['classes']:  # training would find no batches and evaluation would blame the metric
+            raise ValueError(f'{type(self).__name__} ({self.ann_file or self.data_root}): the dataset defines no '
+                             'classes')
         if filter_empty_gt and not test_mode:
             data_list = [info for info in data_list if len(info['ann']['bboxes']) > 0]
         self._serialize(data_list)
@@ -163,9 +167,9 @@ class BaseDetDataset(Dataset):
     def _prefix(self, key: str) -> str:
         return _join(self.data_root, self.data_prefix.get(key, ''))
 
-    def report(self, reason: str, path: str, detail: str) -> None:
-        """Count one bad item and log ONE warning line naming the file and the reason."""
-        self._load_problems[reason] += 1
+    def report(self, reason: str, path: str, detail: str, count: int = 1) -> None:
+        """Count ``count`` bad items and log ONE warning line naming the file and the reason."""
+        self._load_problems[reason] += count
         self._warn(reason, f'{type(self).__name__}: {path}: {detail}')
 
     def _warn(self, reason: str, message: str) -> None:

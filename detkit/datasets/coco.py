@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import os
 from typing import Callable, Sequence
 
@@ -12,7 +13,7 @@ from pycocotools.coco import COCO
 
 from detkit.registry import DATASETS
 
-from .base import BAD_ANNOTATION, BAD_BOX, BaseDetDataset, sanitize_boxes
+from .base import BAD_ANNOTATION, BAD_BOX, ORPHAN_ANNOTATION, UNKNOWN_CLASS, BaseDetDataset, sanitize_boxes
 
 __all__ = ['CocoDataset', 'load_coco_json']
 
@@ -25,7 +26,8 @@ def load_coco_json(path: str) -> COCO:
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the file is not JSON, or lacks the ``images`` / ``categories`` lists.
+        ValueError: naming the file, when it is not JSON, lacks the ``images`` / ``categories`` lists, or gives
+            one id to two images or two categories (annotations refer to both by id, so they would be merged).
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f'COCO annotation file not found: {path}')
@@ -37,6 +39,8 @@ def load_coco_json(path: str) -> COCO:
     if not isinstance(data, dict) or not isinstance(data.get('images'), list) \
             or not isinstance(data.get('categories'), list):
         raise ValueError(f'{path}: a COCO file needs "images" and "categories" lists')
+    _check_unique_ids(path, data['images'], 'image id', 'entries', 'file_name')
+    _check_unique_ids(path, data['categories'], 'category id', 'categories', 'name')
     good, malformed = [], []
     for i, ann in enumerate(data.get('annotations') or []):
         bbox = ann.get('bbox') if isinstance(ann, dict) else None
@@ -55,6 +59,25 @@ def load_coco_json(path: str) -> COCO:
         coco.createIndex()
     coco.malformed = malformed
     return coco
+
+
+def _check_unique_ids(path: str, entries: list, what: str, plural: str, name_key: str) -> None:
+    """Raise ``ValueError`` naming the file and the first id that two ``entries`` share.
+
+    pycocotools indexes images and categories by id, so a repeated id silently merges two entries: the second
+    image would load the first one's boxes, or every box of one category would take the other's name.
+    """
+    names: dict = {}
+    for entry in entries:
+        if isinstance(entry, dict) and entry.get('id') is not None:
+            names.setdefault(entry['id'], []).append(entry.get(name_key))
+    repeated = {k: v for k, v in names.items() if len(v) > 1}
+    if repeated:
+        first, first_names = next(iter(repeated.items()))
+        more = f' ({len(repeated) - 1} more ids repeat)' if len(repeated) > 1 else ''
+        raise ValueError(f'{path}: {what} {first!r} is used by {len(first_names)} {plural} {tuple(first_names)}'
+                         f'{more}; annotations refer to them by id, so they cannot be told apart: give each its '
+                         'own id')
 
 
 @DATASETS.register_module()
@@ -82,8 +105,14 @@ class CocoDataset(BaseDetDataset):
         test_mode: evaluation dataset.
         **kwargs: ``max_refetch`` of :class:`~detkit.datasets.base.BaseDetDataset`.
 
+    Problems in the file: an annotation whose ``image_id`` is not in ``images`` or whose ``category_id`` is not in
+    ``categories`` is skipped, with one warning line per file and a count in ``bad_items``; an image whose
+    ``width``/``height`` is not a positive whole number is skipped the same way (a number written as a string,
+    ``"320"``, is read as the number).
+
     Raises:
-        ValueError: a name in ``classes`` is not a category of the file, or category names repeat.
+        ValueError: naming the file, when a name in ``classes`` is not a category of the file, category names
+            repeat, ``categories`` is empty, or two images or two categories share an id.
     """
 
     METAINFO = dict(classes=())
@@ -98,6 +127,9 @@ class CocoDataset(BaseDetDataset):
     def load_data_list(self) -> list[dict]:
         # the COCO object is not kept: data-loader workers would each inherit (and slowly copy) its dicts
         coco = load_coco_json(self.ann_file)
+        if not coco.dataset['categories']:
+            raise ValueError(f'CocoDataset: {self.ann_file}: the "categories" list is empty, so the dataset would '
+                             'have no classes')
         cats = sorted(coco.dataset['categories'], key=lambda c: c['id'])
         by_name: dict[str, int] = {}
         for cat in cats:
@@ -121,6 +153,8 @@ class CocoDataset(BaseDetDataset):
         malformed_by_img: dict = {}
         for img_id, reason in coco.malformed:
             malformed_by_img.setdefault(img_id, []).append(reason)
+        self._report_unmatched_annotations(coco)
+        file_cat_ids = {c['id'] for c in cats}
         img_root = self._prefix('img')
         data_list = []
         for img in coco.dataset['images']:
@@ -134,9 +168,15 @@ class CocoDataset(BaseDetDataset):
                 self.report(BAD_ANNOTATION, f'{self.ann_file} [{file_name}]',
                             '; '.join(malformed_by_img[img_id]) + ' (image skipped)')
                 continue
-            width, height = img.get('width'), img.get('height')
+            try:
+                width, height = _image_size(img, 'width'), _image_size(img, 'height')
+            except ValueError as err:
+                self.report(BAD_ANNOTATION, f'{self.ann_file} [{file_name}]', f'{err} (image skipped)')
+                continue
             boxes, labels, crowd = [], [], []
             for ann in coco.imgToAnns.get(img_id, []):
+                # categories outside `classes` are dropped on purpose; ids the file does not define were
+                # reported (and counted) by _report_unmatched_annotations
                 if ann.get('ignore', False) or ann['category_id'] not in self.cat2label:
                     continue
                 x, y, w, h = ann['bbox']
@@ -152,3 +192,47 @@ class CocoDataset(BaseDetDataset):
                             bboxes_ignore=boxes_arr[crowd_arr], labels_ignore=labels_arr[crowd_arr])
             data_list.append(dict(img_id=img_id, img_path=img_path, width=width, height=height, ann=ann_info))
         return data_list
+
+    def _report_unmatched_annotations(self, coco: COCO) -> None:
+        """One warning line (and a count) for the annotations whose image or category the file does not define."""
+        img_ids = {img.get('id') for img in coco.dataset['images']}
+        cat_ids = {c['id'] for c in coco.dataset['categories']}
+        anns = coco.dataset['annotations']
+        orphans = sorted({a['image_id'] for a in anns if a['image_id'] not in img_ids}, key=repr)
+        n_orphans = sum(a['image_id'] not in img_ids for a in anns)
+        if n_orphans:
+            self.report(ORPHAN_ANNOTATION, self.ann_file,
+                        f'{n_orphans} annotation(s) refer to image ids that "images" does not list '
+                        f'({_some(orphans)}); skipped', count=n_orphans)
+        unknown = [a for a in anns if a['image_id'] in img_ids and a['category_id'] not in cat_ids]
+        if unknown:
+            ids = sorted({a['category_id'] for a in unknown}, key=repr)
+            self.report(UNKNOWN_CLASS, self.ann_file,
+                        f'{len(unknown)} annotation(s) have category ids that "categories" does not define '
+                        f'({_some(ids)}); skipped', count=len(unknown))
+
+
+def _some(values: list, limit: int = 10) -> str:
+    """``[1, 2, 3]`` or ``[1, 2, ...] and 8 more`` for a warning line."""
+    shown = ', '.join(repr(v) for v in values[:limit])
+    return f'[{shown}]' if len(values) <= limit else f'[{shown}, ...] and {len(values) - limit} more'
+
+
+def _image_size(img: dict, field: str) -> int | None:
+    """``img[field]`` (``'width'`` or ``'height'``) as a positive int; ``None`` when absent.
+
+    A number written as a string (``"320"``) is read as that number, as other COCO readers do.
+
+    Raises:
+        ValueError: naming the field and its value when it is not a positive whole number.
+    """
+    value = img.get(field)
+    if value is None:
+        return None
+    try:
+        number = float(value) if not isinstance(value, bool) else float('nan')
+    except (TypeError, ValueError):
+        number = float('nan')
+    if not (math.isfinite(number) and number > 0 and number.is_integer()):
+        raise ValueError(f'{field} {value!r} is not a positive whole number of pixels')
+    return int(number)

@@ -65,7 +65,8 @@ class TxtDataset(BaseDetDataset):
         num_classes = len(self._metainfo['classes'])
         img_root = self._prefix('img')
         data_list = []
-        with open(self.ann_file) as f:
+        # utf-8-sig: a byte-order mark (Windows editors write one) would otherwise become part of the first path
+        with open(self.ann_file, encoding='utf-8-sig') as f:
             lines = f.read().splitlines()
         for lineno, line in enumerate(lines, start=1):
             line = line.strip()

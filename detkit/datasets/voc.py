@@ -88,7 +88,8 @@ class VOCDataset(BaseDetDataset):
         if not os.path.isfile(self.ann_file):
             raise FileNotFoundError(f'VOCDataset: ann_file (image-id list) not found: {self.ann_file}')
         sub_root = self._prefix('sub_data_root')
-        with open(self.ann_file) as f:
+        # utf-8-sig: a byte-order mark (Windows editors write one) would otherwise become part of the first id
+        with open(self.ann_file, encoding='utf-8-sig') as f:
             # ImageSets/Main/<class>_<split>.txt files hold "id flag" pairs: the id is the first token
             img_ids = [line.split()[0] for line in f if line.strip()]
         data_list = []

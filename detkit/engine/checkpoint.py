@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from detkit.utils.checkpoint_io import CheckpointError, read_torch_file
+
 __all__ = [
     'CheckpointError', 'save_checkpoint', 'load_checkpoint', 'load_model_weights', 'find_latest_checkpoint',
     'get_rng_state', 'set_rng_state', 'set_random_seed', 'to_checkpoint_safe'
@@ -34,10 +36,6 @@ __all__ = [
 _EPOCH_CKPT = re.compile(r'^epoch_(\d+)\.pth$')
 _PRIMITIVES = (str, int, float, bool, type(None))
 _DROP = object()  # marks a value to_checkpoint_safe leaves out
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint file that cannot be read (truncated, corrupt, or holding objects other than tensors)."""
 
 
 def _check_safe(obj: Any, where: str) -> None:
@@ -86,9 +84,11 @@ def to_checkpoint_safe(obj: Any) -> Any:
 def save_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike) -> None:
     """Write ``checkpoint`` to ``path`` atomically.
 
-    The bytes go to a temporary file in the same directory, are flushed and fsync'ed, and the file is then
-    renamed over ``path`` (``os.replace`` is atomic on POSIX): a crash or a full disk leaves either the old
-    file or the new one, never a half-written checkpoint.
+    The bytes go to a temporary file in the same directory (``.<name>.<random>.tmp``), are flushed and fsync'ed,
+    and the file is then renamed over ``path`` (``os.replace`` is atomic on POSIX): a crash or a full disk leaves
+    either the old file or the new one, never a half-written checkpoint (a ``kill -9`` can leave the temporary
+    file, which the trainer removes when it next starts in that work dir). The file gets the mode ``open`` would
+    give it (``0666`` minus the umask), not ``mkstemp``'s ``0600``.
 
     Raises:
         TypeError: naming the key of a value that ``torch.load(weights_only=True)`` could not read back.
@@ -99,6 +99,8 @@ def save_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike) -> None
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f'.{os.path.basename(path)}.', suffix='.tmp')
     try:
+        # mkstemp creates the file 0600; give it the mode open() (and so torch.save(path)) would: 0666 - umask
+        os.fchmod(fd, 0o666 & ~_current_umask())
         with os.fdopen(fd, 'wb') as f:
             torch.save(checkpoint, f)
             f.flush()
@@ -121,28 +123,29 @@ def save_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike) -> None
         os.close(dir_fd)
 
 
+def _current_umask() -> int:
+    """This process's umask, read without changing it where Linux allows (``os.umask`` can only set it)."""
+    try:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith('Umask:'):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore at once
+    os.umask(mask)
+    return mask
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 'cpu') -> dict[str, Any]:
-    """Read a checkpoint with ``torch.load(weights_only=True)``.
+    """Read a checkpoint with ``torch.load(weights_only=True)`` (:func:`detkit.utils.checkpoint_io.read_torch_file`).
 
     Raises:
         FileNotFoundError: naming ``path`` when it does not exist.
         CheckpointError: naming ``path`` when the file is truncated or corrupt, or holds pickled objects.
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f'checkpoint not found: {path}')
-    size = os.path.getsize(path)
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # torch raises RuntimeError, UnpicklingError, EOFError, ... depending on the damage
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if 'Weights only load failed' in str(e):
-            raise CheckpointError(
-                f'cannot load checkpoint {path}: it holds pickled Python objects, not only tensors and plain '
-                f'containers, so it was not written by detkit and is not loaded unsafely. '
-                f'({first_line})') from e
-        raise CheckpointError(f'cannot load checkpoint {path} ({size} bytes): the file is truncated or corrupt '
-                              f'({type(e).__name__}: {first_line}). Use an earlier checkpoint.') from e
+    ckpt = read_torch_file(path, map_location, what='checkpoint')
     if not isinstance(ckpt, dict):
         raise CheckpointError(f'checkpoint {path} holds a {type(ckpt).__name__}, expected a dict')
     return ckpt

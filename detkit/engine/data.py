@@ -31,7 +31,12 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, S
 
 from detkit.datasets import build_dataset, collate, worker_init_fn
 
-__all__ = ['build_dataloader', 'batch_to_device', 'find_dataset_attr', 'EpochSeededDataset', 'EpochKeySampler']
+__all__ = ['build_dataloader', 'batch_to_device', 'find_dataset_attr', 'EpochSeededDataset', 'EpochKeySampler',
+           'LOADER_KEYS']
+
+#: the keys of a ``*_dataloader`` config
+LOADER_KEYS = frozenset({'batch_size', 'num_workers', 'persistent_workers', 'shuffle', 'drop_last', 'pin_memory',
+                         'dataset', 'sampler', 'prefetch_factor'})
 
 
 class EpochSeededDataset(Dataset):
@@ -115,16 +120,23 @@ def build_dataloader(loader_cfg: Mapping[str, Any], *, train: bool, seed: int = 
         seed: base of the per-epoch shuffle seed (``seed + epoch``).
         dataset: an already built dataset (else built from ``loader_cfg['dataset']``).
         name: the config key, for error messages.
+
+    Raises:
+        KeyError: naming an unknown key of ``loader_cfg``.
+        ValueError: an evaluation dataset without images, naming its annotation file(s).
     """
-    known = {'batch_size', 'num_workers', 'persistent_workers', 'shuffle', 'drop_last', 'pin_memory', 'dataset',
-             'sampler', 'prefetch_factor'}
-    unknown = set(loader_cfg) - known
+    unknown = set(loader_cfg) - LOADER_KEYS
     if unknown:
-        raise KeyError(f'{name} has unknown keys {sorted(unknown)}; supported: {sorted(known)}')
+        raise KeyError(f'{name} has unknown keys {sorted(unknown)}; supported: {sorted(LOADER_KEYS)}')
     if dataset is None:
         if 'dataset' not in loader_cfg:
             raise KeyError(f'{name} has no "dataset" entry')
         dataset = build_dataset(loader_cfg['dataset'])
+    if not train and len(dataset) == 0:
+        # evaluating nothing scores 0 and looks like a bad model; the usual cause is a wrong path or split
+        parts = [f'{type(d).__name__} ({d.ann_file})' for d in find_dataset_attr(dataset, 'ann_file')]
+        raise ValueError(f'{name}: the evaluation dataset has no images: '
+                         f'{", ".join(parts) or type(dataset).__name__}; check ann_file, data_root and the split')
     batch_size = int(loader_cfg.get('batch_size', 1))
     num_workers = int(loader_cfg.get('num_workers', 0))
     # mmdetection configs write the shuffle flag in sampler=dict(type='DefaultSampler', shuffle=...)

@@ -22,7 +22,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-__all__ = ['TrainLogger', 'get_logger']
+__all__ = ['TrainLogger', 'get_logger', 'log_level_value']
 
 _LOGGER_NAME = 'detkit'
 
@@ -38,8 +38,23 @@ class _TqdmHandler(logging.StreamHandler):
             self.handleError(record)
 
 
-def get_logger(log_file: str | None = None, rank: int = 0) -> logging.Logger:
-    """The ``detkit`` logger: INFO to the console (and ``log_file``) on rank 0, errors only on other ranks."""
+def log_level_value(level: str | int) -> int:
+    """A config's ``log_level`` (``'DEBUG'``, ``'INFO'``, ``'WARNING'``, ``'ERROR'``, ``'CRITICAL'`` or a number).
+
+    Raises:
+        ValueError: naming the value when it is not a logging level.
+    """
+    if isinstance(level, int) and not isinstance(level, bool):
+        return level
+    names = ('DEBUG', 'INFO', 'WARNING', 'ERROR', 'CRITICAL')
+    if isinstance(level, str) and level.upper() in names:
+        return logging.getLevelName(level.upper())
+    raise ValueError(f'log_level must be one of {names}, got {level!r}')
+
+
+def get_logger(log_file: str | None = None, rank: int = 0, level: str | int = 'INFO') -> logging.Logger:
+    """The ``detkit`` logger: ``level`` (the config's ``log_level``) to the console (and ``log_file``) on rank 0,
+    errors only on other ranks. The dataset warnings (``detkit.datasets``) follow the same level."""
     logger = logging.getLogger(_LOGGER_NAME)
     logger.propagate = False
     fmt = logging.Formatter('%(asctime)s %(levelname)s %(message)s', datefmt='%Y-%m-%d %H:%M:%S')
@@ -54,7 +69,7 @@ def get_logger(log_file: str | None = None, rank: int = 0) -> logging.Logger:
         fh = logging.FileHandler(log_file, mode='a')
         fh.setFormatter(fmt)
         logger.addHandler(fh)
-    logger.setLevel(logging.INFO if rank == 0 else logging.ERROR)
+    logger.setLevel(log_level_value(level) if rank == 0 else logging.ERROR)
     return logger
 
 
@@ -75,12 +90,14 @@ class TrainLogger:
         timestamp: names the log files of this run.
         enabled: False on ranks other than 0 (nothing is written there).
         tensorboard: also write TensorBoard event files.
+        level: the lowest level logged (the config's ``log_level``).
     """
 
-    def __init__(self, work_dir: str, timestamp: str, *, enabled: bool = True, tensorboard: bool = True) -> None:
+    def __init__(self, work_dir: str, timestamp: str, *, enabled: bool = True, tensorboard: bool = True,
+                 level: str | int = 'INFO') -> None:
         self.enabled = enabled
         self.logger = get_logger(os.path.join(work_dir, f'{timestamp}.log') if enabled else None,
-                                 rank=0 if enabled else 1)
+                                 rank=0 if enabled else 1, level=level)
         self.json_path = os.path.join(work_dir, f'{timestamp}.log.json')
         self.writer = None
         if enabled and tensorboard:

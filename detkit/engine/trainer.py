@@ -14,6 +14,10 @@ the losses (under autocast with AMP), stop if any loss is NaN/inf, back-propagat
 ``default_hooks.logger.interval`` iterations -> dataset bad-item summary -> evaluate every ``train_cfg.val_interval``
 epochs -> write ``epoch_N.pth`` (and ``best_<metric>_epoch_N.pth``).
 
+The work dir belongs to one run at a time: rank 0 holds its lock file from start to end (a second run is
+refused, naming the first; see :mod:`detkit.engine.work_dir`), and on start removes what an interrupted run left
+(temporary checkpoint files, a second ``best_*.pth``).
+
 Distributed training: start the processes with ``torchrun`` and join the group (:func:`detkit.engine.init_dist`)
 before building the trainer; the model is wrapped in ``DistributedDataParallel``, every rank trains on its shard,
 and only rank 0 writes logs and checkpoints.
@@ -25,6 +29,7 @@ import math
 import os
 import sys
 import time
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -38,6 +43,7 @@ from detkit.registry import MODELS
 
 from .checkpoint import (find_latest_checkpoint, get_rng_state, list_epoch_checkpoints, load_checkpoint,
                          load_model_weights, save_checkpoint, set_random_seed, set_rng_state, to_checkpoint_safe)
+from .config_check import check_config
 from .data import batch_to_device, build_dataloader, find_dataset_attr
 from .dist import (all_gather_object, all_reduce_mean, any_across_ranks, barrier, broadcast_object, get_rank,
                    get_world_size, is_distributed)
@@ -47,6 +53,7 @@ from .logger import TrainLogger
 from .optim_wrapper import build_optim_wrapper
 from .optimizers import build_optimizer, scale_lr_by_batch_size
 from .schedulers import build_lr_scheduler
+from .work_dir import BEST_CKPT, WorkDirBusyError, WorkDirLock, tidy_work_dir
 
 __all__ = ['Trainer', 'NonFiniteLossError', 'sum_losses', 'resolve_device']
 
@@ -113,7 +120,8 @@ class Trainer:
     ``checkpoint.max_keep_ckpts``, ``checkpoint.save_best``, ``checkpoint.rule``), ``env_cfg`` (``num_threads``,
     ``opencv_num_threads``, ``cudnn_benchmark``: see :func:`setup_env`), ``seed``, ``device``, ``load_from``,
     ``resume`` (``False``, ``True``/``'auto'`` for the latest ``epoch_N.pth`` in ``work_dir``, or a path),
-    ``find_unused_parameters``, ``sync_bn``.
+    ``find_unused_parameters``, ``sync_bn``, ``log_level``. Any key nothing reads is an error
+    (:func:`~detkit.engine.config_check.check_config`).
 
     Attributes:
         model: the detector (unwrapped).
@@ -121,6 +129,7 @@ class Trainer:
     """
 
     def __init__(self, cfg: Any) -> None:
+        check_config(cfg)  # a misspelled key is an error before anything is built
         self.cfg = cfg
         self.rank, self.world_size = get_rank(), get_world_size()
         self.work_dir = cfg.get('work_dir')
@@ -144,16 +153,48 @@ class Trainer:
             raise ValueError(f"default_hooks.checkpoint.rule must be 'greater' or 'less', got {self.best_rule!r}")
 
         setup_env(cfg.get('env_cfg'), self.device.type)
+        # one run per work dir: a second one would share the log and overwrite the checkpoints (rank 0 holds it)
+        self._lock = WorkDirLock(self.work_dir) if self.rank == 0 else None
+        busy = None
+        if self._lock is not None:
+            try:
+                self._lock.acquire()
+            except WorkDirBusyError as err:
+                busy = str(err)
+        busy = broadcast_object(busy)  # every rank stops, none waits at a barrier for rank 0
+        if busy:
+            raise WorkDirBusyError(busy)
+        if self._lock is not None:  # a trainer dropped without train() or close() must not keep the work dir
+            weakref.finalize(self, self._lock.release)
+        try:
+            self._build(cfg, tensorboard=bool(log_cfg.get('tensorboard', True)))
+        except BaseException:
+            self._release_lock()
+            raise
+
+    def _build(self, cfg: Any, tensorboard: bool) -> None:
+        """The rest of ``__init__``, run while holding the work dir's lock."""
+        # a second run in the same second must not append to this run's log files
+        timestamp = time.strftime('%Y%m%d_%H%M%S')
         if self.rank == 0:
-            os.makedirs(self.work_dir, exist_ok=True)
-        barrier()
-        self.timestamp = broadcast_object(time.strftime('%Y%m%d_%H%M%S'))
-        self.log = TrainLogger(self.work_dir, self.timestamp, enabled=self.rank == 0,
-                               tensorboard=bool(log_cfg.get('tensorboard', True)))
+            stem, n = timestamp, 1
+            while os.path.exists(os.path.join(self.work_dir, f'{timestamp}.log')):
+                timestamp, n = f'{stem}_{n}', n + 1
+        self.timestamp = broadcast_object(timestamp)
+        self.log = TrainLogger(self.work_dir, self.timestamp, enabled=self.rank == 0, tensorboard=tensorboard,
+                               level=cfg.get('log_level') or 'INFO')
 
         # resume: the checkpoint's seed decides the shuffle order, so read it before building the loaders
         self.resume_from = self._resolve_resume(cfg.get('resume', False))
         resume_ckpt = load_checkpoint(self.resume_from) if self.resume_from else None
+        if self.rank == 0:
+            # leftovers of an interrupted run; a resumed run keeps the best checkpoint its checkpoint names
+            tidy_work_dir(self.work_dir, (resume_ckpt or {}).get('meta', {}).get('best_ckpt'), self.log.logger)
+            if not resume_ckpt and list_epoch_checkpoints(self.work_dir):
+                self.log.warning(f'{self.work_dir} holds checkpoints of an earlier run '
+                                 f'({", ".join(os.path.basename(p) for _, p in list_epoch_checkpoints(self.work_dir))})'
+                                 '; this run starts from scratch and overwrites them (resume=auto or --resume '
+                                 'continues instead)')
         self.seed = int(resume_ckpt['meta']['seed']) if resume_ckpt else int(cfg.get('seed', 0) or 0)
         if resume_ckpt and cfg.get('seed') is not None and int(cfg.get('seed')) != self.seed:
             self.log.warning(f'resuming with the checkpoint\'s seed {self.seed} instead of the config\'s {cfg.seed}')
@@ -238,6 +279,7 @@ class Trainer:
         if missing:
             raise KeyError(f'{self.resume_from} cannot resume training: it has no {missing} '
                            '(use load_from to start from its weights instead)')
+        self._check_resume_schedule(meta)
         self.model.load_state_dict(ckpt['state_dict'])
         self.optim_wrapper.load_state_dict({'optimizer': ckpt['optimizer'], 'grad_scaler': ckpt.get('grad_scaler')})
         self.lr_scheduler.load_state_dict(ckpt['param_schedulers'])
@@ -254,9 +296,44 @@ class Trainer:
             set_random_seed(self.seed + self.rank + 1000 * self.epoch)
         self.log.info(f'resumed from {self.resume_from}: epoch {self.epoch}, iteration {self.iter}')
 
+    def _check_resume_schedule(self, meta: Mapping[str, Any]) -> None:
+        """Refuse a resume whose iteration counter would mean another point of the schedule in this run.
+
+        The lr schedules and the epoch count follow the global iteration: with another total batch size (or
+        another number of iterations per epoch) the restored counter lands elsewhere in the schedule, and the
+        run would go on with wrong learning rates without an error.
+        """
+        old_batch = meta.get('total_batch_size')
+        if old_batch is not None and int(old_batch) != self.total_batch_size:
+            raise ValueError(
+                f'cannot resume from {self.resume_from}: it was trained with a total batch size of {old_batch}, this '
+                f'run has {self.total_batch_size} ({self.world_size} process(es) x batch '
+                f'{self.train_loader.batch_size}); the iteration counter and the lr schedule would not match. '
+                f'Resume with a total batch size of {old_batch}, or start a new run from its weights with '
+                f'load_from={self.resume_from!r}')
+        epoch, iteration = int(meta.get('epoch', 0)), int(meta.get('iter', 0))
+        if old_batch is not None and epoch > 0 and iteration != epoch * self.iters_per_epoch:
+            raise ValueError(
+                f'cannot resume from {self.resume_from}: it completed {epoch} epoch(s) in {iteration} iterations '
+                f'({iteration / epoch:g} per epoch), this run has {self.iters_per_epoch} per epoch (the training set '
+                'or drop_last changed); the lr schedule would not match. Start a new run from its weights with '
+                f'load_from={self.resume_from!r}')
+
     # ----------------------------------------------------------------------------------------------- train
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+
+    def close(self) -> None:
+        """Close the log sinks and release the work dir (``train`` does both when it ends)."""
+        if hasattr(self, 'log'):
+            self.log.close()
+        self._release_lock()
+
     def train(self) -> dict[str, Any]:
         """Train until ``train_cfg.max_epochs``; returns the last evaluation results (may be empty)."""
+        if self._lock is not None:
+            self._lock.acquire()  # again, when train() is called after an earlier train() ended
         self.log.info(f'detkit {detkit.__version__}, torch {torch.__version__}, device {self.device}, '
                       f'{self.world_size} process(es) x batch {self.train_loader.batch_size}, '
                       f'{self.iters_per_epoch} iterations per epoch, seed {self.seed}, '
@@ -267,7 +344,7 @@ class Trainer:
                 self.epoch += 1
                 self._after_epoch()
         finally:
-            self.log.close()
+            self.close()
         return self.last_metrics
 
     def train_epoch(self) -> None:
@@ -409,7 +486,6 @@ class Trainer:
             better = self.best_score is None or (score > self.best_score if self.best_rule == 'greater'
                                                  else score < self.best_score)
             if better and math.isfinite(score):
-                old_best = self.best_ckpt
                 self.best_key, self.best_score = key, score
                 self.best_ckpt = os.path.join(self.work_dir,
                                               f'best_{key.replace("/", "_")}_epoch_{self.epoch}.pth')
@@ -417,11 +493,15 @@ class Trainer:
         ckpt = self.checkpoint_dict()
         path = os.path.join(self.work_dir, f'epoch_{self.epoch}.pth')
         if self.rank == 0:
-            save_checkpoint(ckpt, path)
+            # the best first: epoch_N.pth names it, so a kill between the two writes must not leave an epoch_N.pth
+            # that names a best checkpoint which was never written (a resume from epoch_N-1 redoes both)
             if new_best:
                 save_checkpoint(ckpt, self.best_ckpt)
-                if old_best and old_best != self.best_ckpt and os.path.exists(old_best):
-                    os.remove(old_best)
+            save_checkpoint(ckpt, path)
+            if new_best:
+                for name in os.listdir(self.work_dir):  # exactly one best, also after an interrupted run
+                    if BEST_CKPT.match(name) and os.path.join(self.work_dir, name) != self.best_ckpt:
+                        os.remove(os.path.join(self.work_dir, name))
                 self.log.info(f'best {self.best_key} {self.best_score:.4f} at epoch {self.epoch}: {self.best_ckpt}')
             self._remove_old_checkpoints()
             self.log.info(f'saved {path}')

@@ -47,6 +47,9 @@ def _check_boxes_scores(boxes: Tensor, scores: Tensor) -> tuple[Tensor, Tensor]:
         raise ValueError(f'scores must be floating point, got {scores.dtype}')
     if scores.device != boxes.device:
         raise ValueError(f'scores must be on the boxes\' device ({boxes.device}), got {scores.device}')
+    if boxes.device.type == 'meta':  # which boxes survive depends on their values, which meta tensors lack
+        raise ValueError('detkit.ops NMS got meta tensors: these ops need real data (their output length depends '
+                         'on the values); the registered fake kernels serve torch.export / torch.compile tracing')
     # the kernels work in float32 or float64; half-precision inputs are computed in float32
     dtype = boxes.dtype if boxes.dtype in (torch.float32, torch.float64) else torch.float32
     return boxes.to(dtype), scores.to(dtype)

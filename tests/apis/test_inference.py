@@ -80,6 +80,41 @@ def test_bad_inputs_name_the_problem(trained):
     assert inference_detector(det, []) == []
 
 
+def test_image_arrays_are_validated_up_front(trained):
+    cfg_path, ckpt, _, root = trained
+    det = init_detector(cfg_path, ckpt)
+    img = cv2.resize(cv2.imread(str(root / 'data' / 'toy_001.png')), (64, 64))  # the pipeline's size: no resampling
+    expected = inference_detector(det, img)
+    # floats within 0..255 are the same picture
+    for dtype in (np.float64, np.float32):
+        got = inference_detector(det, img.astype(dtype))
+        for k in ('boxes', 'scores', 'labels'):
+            torch.testing.assert_close(got[k], expected[k])
+    with pytest.raises(TypeError, match=r'uint16.*uint8'):
+        inference_detector(det, img.astype(np.uint16) * 257)  # 16-bit data would silently be nonsense
+    with pytest.raises(TypeError, match='bool'):
+        inference_detector(det, img > 100)
+    with pytest.raises(TypeError, match='int32'):
+        inference_detector(det, img.astype(np.int32))
+    with pytest.raises(ValueError, match=r'0\.\.255.*300'):
+        inference_detector(det, img.astype(np.float32) + 300)
+    with pytest.raises(ValueError, match='NaN'):
+        inference_detector(det, np.full((8, 8, 3), np.nan, np.float32))
+    with pytest.raises(ValueError, match=r'empty.*\(0, 0, 3\)'):
+        inference_detector(det, np.zeros((0, 0, 3), np.uint8))
+    with pytest.raises(ValueError, match=r'image 1 .*empty'):  # which image of a list
+        inference_detector(det, [img, np.zeros((0, 5), np.uint8)])
+
+
+def test_a_truncated_image_file_is_an_error_naming_it(trained):
+    _, ckpt, _, root = trained
+    det = init_detector(trained[0], ckpt)
+    ok, buf = cv2.imencode('.jpg', np.full((60, 80, 3), 90, np.uint8))
+    (root / 'cut.jpg').write_bytes(buf.tobytes()[:300])
+    with pytest.raises(OSError, match=r'cut\.jpg: truncated JPEG'):
+        inference_detector(det, str(root / 'cut.jpg'))
+
+
 def _preds():
     return [(1, {'img_id': 'b'}, dict(boxes=np.array([[0, 0, 10, 10]], np.float32), scores=np.array([0.5], np.float32),
                                       labels=np.array([0]))),

@@ -76,3 +76,22 @@ def test_too_many_consecutive_failures_raise(tmp_path):
     (tmp_path / 'a.jpg').write_bytes(b'')
     with pytest.raises(RuntimeError, match='could not be loaded'):
         ds[0]
+
+
+def test_a_truncated_jpeg_is_warned_about_once_with_its_path_and_counted(tmp_path, caplog, capfd):
+    from detkit.datasets import TxtDataset
+    from PIL import Image
+    rng = np.random.RandomState(0)
+    for name in ('a.jpg', 'b.jpg'):
+        Image.fromarray(rng.randint(0, 256, (32, 32, 3)).astype(np.uint8)).save(tmp_path / name, quality=95)
+    data = (tmp_path / 'a.jpg').read_bytes()
+    (tmp_path / 'a.jpg').write_bytes(data[:len(data) // 2])
+    (tmp_path / 'l.txt').write_text('a.jpg 1,1,9,9,0\nb.jpg 2,2,9,9,0\n')
+    ds = TxtDataset(data_root=str(tmp_path), ann_file='l.txt', classes=('x',), pipeline=PIPELINE)
+    with caplog.at_level(logging.WARNING, logger='detkit'):
+        for _ in range(2):  # two epochs
+            assert ds[0]['meta']['img_path'].endswith('b.jpg')
+    msgs = [r.getMessage() for r in caplog.records]
+    assert len(msgs) == 1 and 'a.jpg' in msgs[0] and 'truncated JPEG' in msgs[0]
+    assert ds.bad_items == {BAD_IMAGE: 1}
+    assert 'Premature end' not in capfd.readouterr().err

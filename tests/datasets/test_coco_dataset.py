@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from detkit.datasets import CocoDataset, build_dataset
-from detkit.datasets.base import BAD_ANNOTATION, BAD_BOX
+from detkit.datasets.base import BAD_ANNOTATION, BAD_BOX, ORPHAN_ANNOTATION, UNKNOWN_CLASS
 
 CATS = [dict(id=7, name='zebra'), dict(id=2, name='bike'), dict(id=40, name='cup')]
 
@@ -91,3 +91,59 @@ def test_malformed_entries_and_bad_boxes_warn_and_count(tmp_path, caplog):
     assert any('[b.jpg]' in m and 'malformed bbox' in m for m in msgs)
     assert any('[c.jpg]' in m and 'clipped' in m and 'x2 <= x1' in m for m in msgs)
     np.testing.assert_array_equal(ds.get_ann_info(1)['bboxes'], [[20, 20, 30, 30]])
+
+
+def test_duplicate_image_ids_are_an_error_naming_file_and_id(tmp_path):
+    # annotations point at images by id: with two entries for id 5 their boxes cannot be told apart
+    images = IMAGES + [dict(id=5, file_name='d.jpg', width=30, height=30)]
+    anns = ANNS + [ann(6, 5, 40, [10, 10, 5, 5])]
+    with pytest.raises(ValueError, match=r"ann\.json: image id 5 is used by 2 entries \('b\.jpg', 'd\.jpg'\)"):
+        build_dataset(write_coco(tmp_path, images, anns))
+
+
+def test_duplicate_category_ids_are_an_error(tmp_path):
+    cats = [dict(id=1, name='circle'), dict(id=1, name='circle2'), dict(id=3, name='star')]
+    images = [dict(id=1, file_name='a.jpg', width=50, height=40)]
+    with pytest.raises(ValueError, match=r"ann\.json: category id 1 is used by 2 categories \('circle', 'circle2'\)"):
+        build_dataset(write_coco(tmp_path, images, [ann(1, 1, 1, [1, 2, 10, 20])], cats=cats))
+
+
+def test_annotations_of_unknown_images_or_categories_warn_once_and_count(tmp_path, caplog):
+    anns = ANNS + [ann(6, 99, 7, [1, 1, 5, 5]), ann(7, 98, 7, [1, 1, 5, 5]),  # no such images
+                   ann(8, 11, 123, [1, 1, 5, 5]), ann(9, 5, 124, [2, 2, 5, 5])]  # no such categories
+    with caplog.at_level(logging.WARNING, logger='detkit'):
+        ds = build_dataset(write_coco(tmp_path, IMAGES, anns))
+    assert ds.bad_items[ORPHAN_ANNOTATION] == 2 and ds.bad_items[UNKNOWN_CLASS] == 2
+    msgs = [r.getMessage() for r in caplog.records]
+    assert len(msgs) == 2
+    assert any('ann.json' in m and '2 annotation(s)' in m and '[98, 99]' in m for m in msgs), msgs
+    assert any('ann.json' in m and '2 annotation(s)' in m and '[123, 124]' in m for m in msgs), msgs
+    # the known boxes are unchanged
+    np.testing.assert_array_equal(ds.get_ann_info(0)['labels'], [2, 0])
+    np.testing.assert_array_equal(ds.get_ann_info(1)['labels'], [1])
+    # a class subset drops the other categories on purpose: not a problem, nothing reported
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger='detkit'):
+        sub = build_dataset(dict(write_coco(tmp_path, IMAGES, ANNS), classes=('cup',)))
+    assert not sub.bad_items and not caplog.records
+
+
+def test_string_width_and_height_are_read_as_numbers_or_reported(tmp_path, caplog):
+    images = [dict(id=11, file_name='a.jpg', width='50', height='40'),
+              dict(id=5, file_name='b.jpg', width='wide', height=30)]
+    anns = [ann(1, 11, 40, [1, 2, 100, 20]), ann(2, 5, 7, [3, 3, 3, 3])]
+    path = write_coco(tmp_path, [dict(im, width=50, height=40) for im in images], [])  # writes the image files
+    with open(os.path.join(tmp_path, 'ann.json'), 'w') as f:
+        json.dump(dict(images=images, annotations=anns, categories=CATS), f)
+    with caplog.at_level(logging.WARNING, logger='detkit'):
+        ds = build_dataset(path)
+    assert len(ds) == 1 and ds.get_data_info(0)['width'] == 50 and ds.get_data_info(0)['height'] == 40
+    np.testing.assert_array_equal(ds.get_ann_info(0)['bboxes'], [[1, 2, 50, 22]])  # clipped to the 50 px width
+    assert ds.bad_items[BAD_ANNOTATION] == 1
+    assert any('[b.jpg]' in r.getMessage() and "width 'wide'" in r.getMessage() for r in caplog.records)
+
+
+def test_empty_categories_fail_at_build_time(tmp_path):
+    images = [dict(id=1, file_name='a.jpg', width=50, height=40)]
+    with pytest.raises(ValueError, match=r'ann\.json.*"categories" list is empty'):
+        build_dataset(write_coco(tmp_path, images, [], cats=[]))

@@ -73,3 +73,15 @@ def test_class_index_out_of_range(tmp_path):
 def test_classes_are_required(tmp_path):
     with pytest.raises(ValueError, match='classes'):
         TxtDataset(data_root=str(tmp_path), ann_file='x.txt')
+
+
+def test_a_utf8_bom_keeps_the_first_line(tmp_path):
+    cfg = write_txt(tmp_path, ['p.jpg 1,1,5,5,0', 'q.jpg 2,2,6,6,1'], {'p.jpg': (10, 10), 'q.jpg': (10, 10)})
+    path = os.path.join(tmp_path, 'train.txt')
+    with open(path, 'rb') as f:
+        text = f.read()
+    with open(path, 'wb') as f:
+        f.write(b'\xef\xbb\xbf' + text)
+    ds = build_dataset(cfg)
+    assert [ds.get_data_info(i)['img_id'] for i in range(len(ds))] == ['p.jpg', 'q.jpg']
+    assert not ds.bad_items

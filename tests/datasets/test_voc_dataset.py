@@ -118,3 +118,16 @@ def test_missing_size_reads_the_image_header(tmp_path):
 def test_missing_ann_file_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match='nothere.txt'):
         VOCDataset(data_root=str(tmp_path), ann_file='nothere.txt')
+
+
+def test_a_utf8_bom_in_the_image_set_list_keeps_the_first_item(tmp_path):
+    # editors on Windows save "UTF-8" with a byte-order mark; it must not become part of the first id
+    cfg = write_voc(tmp_path, {'000001': obj('dog', (1, 1, 10, 10)), '000002': obj('cat', (1, 1, 10, 10))})
+    list_file = os.path.join(tmp_path, 'VOC2007', 'ImageSets', 'Main', 'trainval.txt')
+    with open(list_file, 'rb') as f:
+        text = f.read()
+    with open(list_file, 'wb') as f:
+        f.write(b'\xef\xbb\xbf' + text)
+    ds = build_dataset(cfg)
+    assert [ds.get_data_info(i)['img_id'] for i in range(len(ds))] == ['000001', '000002']
+    assert not ds.bad_items

@@ -112,3 +112,35 @@ def test_partial_loading_reports_what_did_not_match(tmp_path, caplog, monkeypatc
         load_model_weights(net, tmp_path / 'p.pth', strict=False)
     assert "['bias']" in caplog.text and "['extra.bias']" in caplog.text and 'p.pth' in caplog.text
     assert net.weight.abs().sum() == 0
+
+
+class ForeignObject:
+    """A class pickled into a checkpoint (module level: torch.save cannot pickle a local class)."""
+
+
+def test_random_bytes_are_corrupt_not_pickled_objects_and_weights_only_is_never_advised(tmp_path):
+    junk = tmp_path / 'random.pth'
+    junk.write_bytes(np.random.RandomState(0).bytes(5000))
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(junk)
+    msg = str(err.value)
+    assert 'random.pth' in msg and 'truncated or corrupt' in msg
+    assert 'pickled' not in msg and 'weights_only' not in msg
+
+    torch.save({'obj': ForeignObject()}, tmp_path / 'foreign.pth')
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(tmp_path / 'foreign.pth')
+    assert 'pickled Python objects' in str(err.value) and 'ForeignObject' in str(err.value)
+    assert 'weights_only' not in str(err.value)
+
+
+@pytest.mark.parametrize('umask,mode', [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_checkpoints_get_the_mode_the_umask_allows(tmp_path, umask, mode):
+    # mkstemp creates 0600 files whatever the umask: another user or container could not read the checkpoint
+    old = os.umask(umask)
+    try:
+        save_checkpoint({'v': torch.tensor(1)}, tmp_path / 'epoch_1.pth')
+        save_checkpoint({'v': torch.tensor(2)}, tmp_path / 'epoch_1.pth')  # replacing keeps the same rule
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / 'epoch_1.pth').st_mode & 0o777 == mode

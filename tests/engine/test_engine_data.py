@@ -97,3 +97,17 @@ def test_evaluate_feeds_metrics_the_protocol_in_dataset_order(tmp_path):
     # boxes are rescaled to the original 80 x 60 image
     assert pred['boxes'][:, 0::2].max() <= 80 and pred['boxes'][:, 1::2].max() <= 60
     assert model.training  # evaluate restores the mode it found
+
+
+def test_an_empty_evaluation_dataset_is_an_error_naming_its_annotation_file(tmp_path):
+    # a wrong split path used to evaluate to mAP 0.000 with exit code 0, as if the model were bad
+    (tmp_path / 'ImageSets').mkdir()
+    (tmp_path / 'ImageSets' / 'test.txt').write_text('')
+    dataset = dict(type='VOCDataset', data_root=str(tmp_path), ann_file='ImageSets/test.txt', test_mode=True)
+    loader_cfg = dict(batch_size=2, num_workers=0, dataset=dataset)
+    with pytest.raises(ValueError, match=r'test_dataloader: the evaluation dataset has no images: '
+                                         r'VOCDataset \(.*ImageSets/test\.txt\)'):
+        build_dataloader(loader_cfg, train=False, name='test_dataloader')
+    wrapped = dict(loader_cfg, dataset=dict(type='ConcatDataset', datasets=[dataset, dataset]))
+    with pytest.raises(ValueError, match=r'VOCDataset \(.*test\.txt\), VOCDataset \(.*test\.txt\)'):
+        build_dataloader(wrapped, train=False, name='val_dataloader')

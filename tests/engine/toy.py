@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -335,3 +337,20 @@ def write_toy_config(path: str, work_dir: str, data_root: str | None = None, **o
         for k, v in cfg.items():
             f.write(f'{k} = {v!r}\n')
     return path
+
+
+_HOLDER = ('import sys, time\n'
+           'from detkit.engine.work_dir import WorkDirLock\n'
+           'WorkDirLock(sys.argv[1]).acquire()\n'
+           'print("holding", flush=True)\n'
+           'time.sleep(120)\n')
+
+
+def hold_work_dir(work_dir: str) -> subprocess.Popen:
+    """Start another process that holds ``work_dir``'s lock (as a running training does) until it is killed."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get('PYTHONPATH', '')]))
+    proc = subprocess.Popen([sys.executable, '-c', _HOLDER, str(work_dir)], stdout=subprocess.PIPE, text=True,
+                            env=env, cwd=root)
+    assert proc.stdout.readline().strip() == 'holding'
+    return proc

@@ -100,3 +100,37 @@ def test_bad_arguments_are_named():
         ResNet(num_stages=3, strides=(1, 2, 2, 2))
     with pytest.raises(ValueError, match='out_indices'):
         ResNet(num_stages=3, strides=(1, 2, 1), out_indices=(3,))
+
+
+def _damaged_files(tmp_path):
+    good = tmp_path / 'r18.pth'
+    torch.save(torchvision.models.resnet18().state_dict(), good)
+    truncated = tmp_path / 'truncated.pth'
+    truncated.write_bytes(good.read_bytes()[:4096])
+
+    class Payload:  # any pickled object: loading it would run code from the file
+        def __reduce__(self):
+            return (print, ('pwned',))
+
+    pickled = tmp_path / 'pickled.pth'
+    torch.save({'conv1.weight': torch.zeros(1), 'evil': Payload()}, pickled)
+    junk = tmp_path / 'junk.pth'
+    junk.write_bytes(bytes(range(256)) * 40)
+    return truncated, pickled, junk
+
+
+@pytest.mark.parametrize('how', ['pretrained', 'init_cfg'])
+def test_damaged_pretrained_files_get_the_checkpoint_errors(tmp_path, how):
+    from detkit.engine.checkpoint import CheckpointError
+    truncated, pickled, junk = _damaged_files(tmp_path)
+
+    def build(path):
+        arg = dict(pretrained=str(path)) if how == 'pretrained' else dict(init_cfg=dict(type='Pretrained',
+                                                                                         checkpoint=str(path)))
+        return ResNet(depth=18, **arg)
+
+    for path, what in ((truncated, 'truncated or corrupt'), (junk, 'truncated or corrupt'),
+                       (pickled, 'pickled Python objects')):
+        with pytest.raises(CheckpointError, match=rf'{path.name}.*{what}') as err:
+            build(path)
+        assert 'weights_only' not in str(err.value)  # never advise loading unsafely

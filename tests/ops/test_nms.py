@@ -359,6 +359,17 @@ def test_empty_input_gives_empty_output():
     assert dets.shape == (0, 5) and keep.shape == (0,) and keep.dtype == torch.int64
 
 
+@pytest.mark.parametrize('op', ['nms', 'batched_nms', 'soft_nms'])
+def test_meta_tensors_are_refused_before_any_kernel_or_warning(op, recwarn):
+    boxes, scores = torch.rand(6, 4, device='meta'), torch.rand(6, device='meta')
+    calls = {'nms': lambda: nms(boxes, scores, 0.5),
+             'batched_nms': lambda: batched_nms(boxes, scores, torch.zeros(6, dtype=torch.long, device='meta'), 0.5),
+             'soft_nms': lambda: soft_nms(boxes, scores)}
+    with pytest.raises(ValueError, match=r'meta tensors.*need real data.*torch\.export'):
+        calls[op]()
+    assert not [w for w in recwarn if 'META' in str(w.message)]  # no misleading "built without a META kernel"
+
+
 def test_ops_are_visible_to_export():
     class Post(torch.nn.Module):
         def forward(self, boxes, scores, labels):

@@ -76,6 +76,20 @@ def test_resume_auto_continues_from_the_latest_epoch(trained):
     assert proc.returncode != 0 and f'{bad}' in proc.stderr and 'truncated or corrupt' in proc.stderr
 
 
+def test_a_second_train_run_on_a_busy_work_dir_is_refused(trained):
+    root, cfg, _, _ = trained
+    work = root / 'busy'
+    holder = toy.hold_work_dir(str(work))
+    try:
+        proc = run_tool('tools/train.py', cfg, '--work-dir', str(work), check=False)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert proc.returncode != 0
+    assert f'work dir {work} is in use' in proc.stderr and f'pid {holder.pid}' in proc.stderr
+    assert sorted(os.listdir(work)) == ['.detkit.lock']  # the running run's config dump and logs are untouched
+
+
 def test_test_tool_evaluates_and_writes_json_pkl_and_images(trained):
     root, cfg, work, _ = trained
     ckpt = str(work / 'epoch_2.pth')
@@ -93,6 +107,15 @@ def test_test_tool_evaluates_and_writes_json_pkl_and_images(trained):
     assert len(per_image) == 4 and all(len(c) == 2 for c in per_image)
     assert all(a.dtype == np.float32 and a.shape[1] == 5 for c in per_image for a in c)
     assert sum(len(a) for a in per_image[0]) == len([d for d in dets if d['image_id'] == 0])
+
+
+def test_test_tool_refuses_a_misspelled_key_before_loading_anything(trained):
+    root, cfg, work, _ = trained
+    proc = run_tool('tools/test.py', cfg, str(work / 'epoch_2.pth'), '--cfg-options',
+                    'env_cfg.num_thread=1', check=False)
+    assert proc.returncode != 0
+    assert "unknown key 'num_thread' in env_cfg; did you mean 'num_threads'?" in proc.stderr
+    assert 'toy metric' not in proc.stdout
 
 
 def test_eval_names_map_to_the_fixed_metric_types():
@@ -123,6 +146,19 @@ def test_demo_on_an_image_a_folder_and_a_video(trained):
     assert frames == 3
     proc = run_tool('tools/demo.py', cfg, ckpt, str(root / 'missing.png'), check=False)
     assert proc.returncode != 0 and 'missing.png' in proc.stderr
+
+
+def test_demo_fails_when_no_input_could_be_processed(trained):
+    root, cfg, work, _ = trained
+    bad = root / 'unreadable'
+    bad.mkdir()
+    (bad / 'a.jpg').write_bytes(b'not an image')
+    (bad / 'b.png').write_bytes(b'')
+    proc = run_tool('tools/demo.py', cfg, str(work / 'epoch_2.pth'), str(bad), '--out', str(root / 'none'),
+                    check=False)
+    assert proc.returncode != 0
+    assert 'no input could be processed' in proc.stderr and 'a.jpg' in proc.stderr and 'b.png' in proc.stderr
+    assert not os.path.exists(root / 'none')
 
 
 def test_plot_curves_and_browse_dataset(trained):

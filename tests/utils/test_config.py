@@ -84,3 +84,46 @@ def test_print_config_tool_dumps_a_loadable_config(config_tree, tmp_path):
                              '--save-path', str(out)], capture_output=True, text=True, check=True)
     assert 'num_classes=4' in result.stdout.replace(' ', '')
     assert load_config(out).model.bbox_head.num_classes == 4
+
+
+@pytest.mark.parametrize('broken', ['_base_/schedule.py', 'child.py'])
+def test_a_syntax_error_names_the_file_and_line(config_tree, broken):
+    path = config_tree / broken
+    path.write_text(path.read_text() + '\nbroken = dict(a=1\n')
+    with pytest.raises(SyntaxError) as err:
+        load_config(config_tree / 'child.py')
+    assert err.value.filename == str(path)
+    assert err.value.lineno == len(path.read_text().splitlines())
+    assert str(path) in str(err.value)
+
+
+def _parse_options(*options):
+    import argparse
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    return parser.parse_args(['--cfg-options', *options]).cfg_options
+
+
+def test_cfg_options_accept_dict_values(config_tree):
+    opts = _parse_options('model.backbone.init_cfg=dict(type="Pretrained", checkpoint="/w/r50.pth")',
+                          "model.bbox_head.loss=dict(type=Focal,gamma=2.0,alpha=[0.25,(1,2)],on=True,off=None)",
+                          'train_pipeline=[dict(type=LoadImageFromFile),dict(type=Resize,scale=(64,64))]',
+                          'a=1,2', 'b=[x,y]', 'c=None')
+    assert opts['model.backbone.init_cfg'] == dict(type='Pretrained', checkpoint='/w/r50.pth')
+    assert opts['model.bbox_head.loss'] == dict(type='Focal', gamma=2.0, alpha=[0.25, (1, 2)], on=True, off=None)
+    assert opts['train_pipeline'] == [dict(type='LoadImageFromFile'), dict(type='Resize', scale=(64, 64))]
+    assert (opts['a'], opts['b'], opts['c']) == ([1, 2], ['x', 'y'], None)  # mmengine's rules are unchanged
+    cfg = load_config(config_tree / 'child.py', opts)
+    assert cfg.model.backbone.init_cfg.checkpoint == '/w/r50.pth'
+    assert cfg.train_pipeline[1].scale == (64, 64)
+
+
+@pytest.mark.parametrize('option,match', [('a=dict(type=x', 'unbalanced brackets'),
+                                          ('a=dict(x)', "'x' is not key=value"),
+                                          ('novalue', 'KEY=VALUE')])
+def test_malformed_cfg_options_are_argument_errors(option, match, capsys):
+    with pytest.raises(SystemExit) as err:
+        _parse_options(option)
+    assert err.value.code == 2
+    err_text = capsys.readouterr().err
+    assert '--cfg-options' in err_text and match in err_text and option in err_text

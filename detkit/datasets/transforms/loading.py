@@ -10,7 +10,7 @@ from detkit.registry import TRANSFORMS
 
 from .box_fields import apply_orig_to_img, clip_and_drop
 
-__all__ = ['ImageLoadError', 'LoadImageFromFile', 'LoadAnnotations', 'imread']
+__all__ = ['ImageLoadError', 'LoadImageFromFile', 'LoadAnnotations', 'imread', 'jpeg_truncation']
 
 
 class ImageLoadError(OSError):
@@ -30,8 +30,73 @@ _COLOR_FLAGS = {
 }
 
 
+_JPEG_SOI, _JPEG_EOI = b'\xff\xd8', b'\xff\xd9'
+
+
+def jpeg_truncation(path: str) -> str | None:
+    """Why the JPEG file at ``path`` is cut short, or ``None`` when it is complete or not a JPEG.
+
+    A complete JPEG ends its last scan with the end-of-image marker (``FF D9``). Most files end with it, which
+    is checked by reading the last two bytes; other files (padding or data appended after the image) are walked
+    marker by marker, so that an ``FF D9`` inside an EXIF thumbnail does not count. A file whose header is not
+    a sequence of JPEG segments is left to the decoder, which reports it as undecodable.
+    """
+    with open(path, 'rb') as f:
+        if f.read(2) != _JPEG_SOI:
+            return None
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        f.seek(max(size - 2, 0))
+        if f.read(2) == _JPEG_EOI:
+            return None
+        f.seek(0)
+        data = f.read()
+    return _walk_jpeg(data)
+
+
+def _walk_jpeg(data: bytes) -> str | None:
+    """The marker walk of :func:`jpeg_truncation` over a whole file starting with SOI."""
+    n, pos = len(data), 2
+    while True:
+        if pos >= n:
+            return 'truncated JPEG (the file ends inside its header)'
+        if data[pos] != 0xFF:
+            return None  # not a marker where one must be: corrupt rather than cut short; the decoder says so
+        while pos < n and data[pos] == 0xFF:  # fill bytes
+            pos += 1
+        if pos >= n:
+            return 'truncated JPEG (the file ends inside its header)'
+        marker = data[pos]
+        pos += 1
+        if marker == 0xD9:
+            return None  # end of image
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:
+            continue  # stand-alone markers carry no length
+        if pos + 2 > n or pos + int.from_bytes(data[pos:pos + 2], 'big') > n:
+            return 'truncated JPEG (the file ends inside its header)'
+        pos += int.from_bytes(data[pos:pos + 2], 'big')
+        if marker == 0xDA:  # start of scan: entropy-coded data runs to the next marker other than FF00 / RSTn
+            while True:
+                pos = data.find(b'\xff', pos)
+                if pos < 0 or pos + 1 >= n:
+                    return 'truncated JPEG (no end-of-image marker: the file was cut short)'
+                nxt = data[pos + 1]
+                if nxt == 0x00 or 0xD0 <= nxt <= 0xD7:
+                    pos += 2
+                elif nxt == 0xFF:
+                    pos += 1
+                else:
+                    break
+
+
 def imread(path: str, color_type: str = 'color') -> np.ndarray:
     """Read an image file as a 3-channel BGR uint8 array ``(H, W, 3)``, upright per its EXIF orientation.
+
+    Policy for damaged files, decided here for every reader of images (datasets, inference, tools): a missing,
+    empty or undecodable file, and a **truncated JPEG** (one without its end-of-image marker, e.g. an interrupted
+    download), is unreadable: :class:`ImageLoadError` names the file and the reason. A truncated JPEG is detected
+    before decoding, so libjpeg never decodes it partially (grey bottom rows) nor prints its "Premature end of
+    JPEG file" line, which names no file; datasets then warn once with the path and count the item.
 
     Args:
         path: image file.
@@ -39,13 +104,16 @@ def imread(path: str, color_type: str = 'color') -> np.ndarray:
             rest of the pipeline always sees ``(H, W, 3)``).
 
     Raises:
-        ImageLoadError: naming the file when it is missing, empty or not a decodable image.
+        ImageLoadError: naming the file when it is missing, empty, a truncated JPEG or not a decodable image.
         ValueError: for an unknown ``color_type``.
     """
     if color_type not in _COLOR_FLAGS:
         raise ValueError(f'LoadImageFromFile: color_type must be one of {sorted(_COLOR_FLAGS)}, got {color_type!r}')
     if not os.path.isfile(path):
         raise ImageLoadError(path, 'file not found')
+    truncated = jpeg_truncation(path)
+    if truncated:
+        raise ImageLoadError(path, truncated)
     # cv2.imread returns None (no exception) on undecodable data
     img = cv2.imread(path, _COLOR_FLAGS[color_type])
     if img is None or img.size == 0:
@@ -69,8 +137,8 @@ class LoadImageFromFile:
         color_type: ``'color'`` (default) or ``'grayscale'`` (see :func:`imread`).
 
     Raises:
-        ImageLoadError: when the file is missing or cannot be decoded; datasets catch it, warn once, count the
-            item in ``dataset.bad_items`` and return another item.
+        ImageLoadError: when the file is missing, a truncated JPEG or cannot be decoded (see :func:`imread`);
+            datasets catch it, warn once, count the item in ``dataset.bad_items`` and return another item.
     """
 
     def __init__(self, to_float32: bool = False, color_type: str = 'color') -> None:

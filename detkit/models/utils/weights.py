@@ -20,6 +20,8 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import Tensor, nn
 
+from detkit.utils.checkpoint_io import read_torch_file
+
 __all__ = ['convert_torchvision_vgg16', 'convert_torchvision_resnet', 'convert_torchvision_ssd300_vgg16',
            'convert_torchvision_retinanet_resnet50_fpn', 'load_state_dict_file', 'load_pretrained', 'pretrained_path']
 
@@ -40,12 +42,17 @@ def pretrained_path(pretrained: str | None, init_cfg: dict | None, owner: str) -
 
 def load_state_dict_file(path: str | os.PathLike) -> dict[str, Tensor]:
     """Read a state dict from ``path``: a bare state dict or a checkpoint holding one under ``state_dict`` or
-    ``model``; a ``module.`` prefix left by ``DataParallel`` is removed."""
+    ``model``; a ``module.`` prefix left by ``DataParallel`` is removed.
+
+    Raises:
+        FileNotFoundError: naming ``path``.
+        CheckpointError: naming ``path`` when it is truncated or corrupt or holds pickled objects (the same reader
+            and messages as checkpoint loading).
+    """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f'weight file not found: {path} (detkit never downloads weights; download the '
-                                'torchvision file yourself and give its local path)')
-    obj = torch.load(path, map_location='cpu', weights_only=True)
+    obj = read_torch_file(path, 'cpu', what='weight file',
+                          missing_hint=' (detkit never downloads weights; download the torchvision file yourself '
+                                       'and give its local path)')
     for key in ('state_dict', 'model'):
         if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
             obj = obj[key]

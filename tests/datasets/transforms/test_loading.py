@@ -1,6 +1,7 @@
 """LoadImageFromFile / LoadAnnotations: colour conversions, EXIF orientation, errors, annotations after Resize."""
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -88,6 +89,45 @@ def test_missing_empty_and_corrupt_files_raise_image_load_error(tmp_path):
     (tmp_path / 'bad.jpg').write_bytes(b'this is not a jpeg' * 10)
     with pytest.raises(ImageLoadError, match='bad.jpg'):
         _load(tmp_path / 'bad.jpg')
+
+
+def _jpeg_bytes(progressive=False):
+    rng = np.random.RandomState(0)
+    img = cv2.GaussianBlur(rng.randint(0, 256, (48, 64, 3)).astype(np.uint8), (5, 5), 0)
+    ok, buf = cv2.imencode('.jpg', img, [cv2.IMWRITE_JPEG_QUALITY, 95,
+                                         cv2.IMWRITE_JPEG_PROGRESSIVE, int(progressive)])
+    assert ok
+    return img, buf.tobytes()
+
+
+def _with_thumbnail(jpeg):
+    """The JPEG with an APP1 (EXIF-like) segment after SOI holding a tiny JPEG: a second end-of-image marker."""
+    thumb = b'\xff\xd8\xff\xd9'
+    payload = b'Exif\x00\x00' + thumb
+    return jpeg[:2] + b'\xff\xe1' + (len(payload) + 2).to_bytes(2, 'big') + payload + jpeg[2:]
+
+
+@pytest.mark.parametrize('progressive', [False, True])
+def test_truncated_jpeg_is_unreadable_and_libjpeg_stays_quiet(tmp_path, capfd, progressive):
+    _, jpeg = _jpeg_bytes(progressive)
+    cases = {'cut.jpg': jpeg[:len(jpeg) * 6 // 10],
+             'cut_thumb.jpg': _with_thumbnail(jpeg)[:len(jpeg) * 6 // 10 + 20],  # the thumbnail's EOI must not count
+             'cut_header.jpg': jpeg[:100]}
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ImageLoadError, match=rf'{name}: truncated JPEG'):
+            _load(tmp_path / name)
+    # nothing reached the decoder, so libjpeg printed nothing ("Premature end of JPEG file" names no file)
+    assert 'Premature end' not in capfd.readouterr().err
+
+
+def test_complete_jpegs_with_trailing_bytes_or_a_thumbnail_still_load(tmp_path):
+    _, jpeg = _jpeg_bytes()
+    reference = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    for name, data in {'pad.jpg': jpeg + b'\x00' * 7, 'trailer.jpg': jpeg + b'appended data',
+                       'thumb.jpg': _with_thumbnail(jpeg)}.items():
+        (tmp_path / name).write_bytes(data)
+        np.testing.assert_array_equal(_load(tmp_path / name)['img'], reference)
 
 
 def _ann():

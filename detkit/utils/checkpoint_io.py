@@ -1,0 +1,71 @@
+"""Reading ``torch.save`` files safely, with one set of error messages for every entry point.
+
+Checkpoints (``load_from``, ``--resume``, ``tools/test.py``, ``init_detector``) and pretrained weight files
+(``pretrained=`` / ``init_cfg``) are all read by :func:`read_torch_file`: ``torch.load(weights_only=True)``, so a
+file can hold tensors and plain containers but never makes Python run code, and a file that cannot be read is a
+:class:`CheckpointError` naming it and saying which of two things is wrong:
+
+* the file is truncated or corrupt (or not a PyTorch file at all): use another copy;
+* the file holds pickled Python objects (classes, functions): detkit does not load it.
+
+torch's own message for the second case advises ``weights_only=False``, which would run whatever code the file
+carries; detkit never repeats that advice.
+"""
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+import torch
+
+__all__ = ['CheckpointError', 'read_torch_file']
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file that cannot be read (truncated, corrupt, or holding objects other than tensors)."""
+
+
+# "Unsupported global: GLOBAL __main__.Foreign was not an allowed global by default" (torch's weights-only unpickler)
+_GLOBAL = re.compile(r'Unsupported global: GLOBAL ([\w.]+)')
+
+
+def read_torch_file(path: str | os.PathLike, map_location: str | torch.device = 'cpu', *,
+                    what: str = 'checkpoint', missing_hint: str = '') -> Any:
+    """``torch.load(path, weights_only=True)`` with errors that name the file.
+
+    Args:
+        path: the file.
+        map_location: where tensors go.
+        what: the file's role in messages (``'checkpoint'``, ``'weight file'``).
+        missing_hint: appended to the not-found message.
+
+    Raises:
+        FileNotFoundError: naming ``path`` when it does not exist.
+        CheckpointError: naming ``path`` when the file is truncated or corrupt, or holds pickled objects.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'{what} not found: {path}{missing_hint}')
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises RuntimeError, UnpicklingError, EOFError, OSError, ... by the damage
+        text = str(e)
+        found = _GLOBAL.search(text)
+        if found:
+            raise CheckpointError(
+                f'cannot load {what} {path}: it holds pickled Python objects ({found.group(1)}), not only tensors '
+                'and plain containers, so detkit does not load it (loading it could run code from the file). Save '
+                'the weights alone where the file was made: torch.save(model.state_dict(), path)') from None
+        raise CheckpointError(
+            f'cannot load {what} {path} ({os.path.getsize(path)} bytes): the file is truncated or corrupt, or not a '
+            f'PyTorch file ({type(e).__name__}: {_reason(text)}). Use another copy, or an earlier checkpoint.'
+        ) from None
+
+
+def _reason(text: str) -> str:
+    """The informative part of torch's message, without its advice about ``weights_only``."""
+    if 'WeightsUnpickler error:' in text:  # torch's reason comes after its advice
+        text = text.split('WeightsUnpickler error:', 1)[1]
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip() and 'weights_only' not in line]
+    return lines[0][:200] if lines else 'no details'

@@ -1,0 +1,89 @@
+"""Config keys nothing reads are errors naming the key, its section and the closest valid key."""
+import logging
+from pathlib import Path
+
+import pytest
+import toy
+
+from detkit.engine import Trainer
+from detkit.engine.config_check import ConfigKeyError, check_config
+from detkit.utils import load_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _cfg(tmp_path, **overrides):
+    cfg = toy.toy_config(str(tmp_path), **overrides)
+    return cfg
+
+
+@pytest.mark.parametrize('option,match', [
+    # the three of the probe: each trained as if it were absent
+    ({'trian_cfg': dict(max_epochs=1)}, r"unknown top-level key 'trian_cfg'; did you mean 'train_cfg'\?"),
+    ({'train_cfg.max_epoch': 1}, r"unknown key 'max_epoch' in train_cfg; did you mean 'max_epochs'\?"),
+    ({'default_hooks.checkpoint.intervall': 5},
+     r"unknown key 'intervall' in default_hooks.checkpoint; did you mean 'interval'\?"),
+    # and the other sections the engine reads
+    ({'optim_wraper': dict(optimizer=dict(type='SGD', lr=0.1))}, r"'optim_wraper'; did you mean 'optim_wrapper'"),
+    ({'param_schedular': []}, r"'param_schedular'; did you mean 'param_scheduler'"),
+    ({'defualt_hooks': {}}, r"'defualt_hooks'; did you mean 'default_hooks'"),
+    ({'default_hooks.timer': dict(type='IterTimerHook')}, r"unknown key 'timer' in default_hooks"),
+    ({'default_hooks.logger.intreval': 5}, r"'intreval' in default_hooks.logger; did you mean 'interval'"),
+    ({'env_cfg.mp_cfg': dict(mp_start_method='fork')}, r"unknown key 'mp_cfg' in env_cfg"),
+    ({'auto_scale_lr.enabled': True}, r"'enabled' in auto_scale_lr; did you mean 'enable'"),
+    ({'optim_wrapper.clip_gard': None}, r"'clip_gard' in optim_wrapper; did you mean 'clip_grad'"),
+    ({'optim_wrapper.clip_grad.max_nrom': 1.0}, r"'max_nrom' in optim_wrapper.clip_grad; did you mean 'max_norm'"),
+    ({'optim_wrapper.paramwise_cfg': dict(norm_decay=0.0)},
+     r"'norm_decay' in optim_wrapper.paramwise_cfg; did you mean 'norm_decay_mult'"),
+    ({'optim_wrapper.optimizer.momentun': 0.9}, r"'momentun' in optimizer SGD; did you mean 'momentum'"),
+    ({'param_scheduler.1.milestone': [2]}, r"'milestone' in scheduler MultiStepLR; did you mean 'milestones'"),
+    ({'train_dataloader.batchsize': 4}, r"'batchsize' in train_dataloader; did you mean 'batch_size'"),
+    ({'train_cfg.type': 'IterBasedTrainLoop'}, r"train_cfg.type='IterBasedTrainLoop' is not supported"),
+    # mmengine keys the engine does not honour
+    ({'custom_hooks': [dict(type='EMAHook')]}, r"'custom_hooks' is not supported by detkit"),
+    ({'visualizer': dict(type='DetLocalVisualizer')}, r"'visualizer' is not supported by detkit"),
+    ({'val_cfg': dict(type='ValLoop')}, r"'val_cfg' is not supported by detkit"),
+    ({'default_scope': 'mmdet'}, r"default_scope='mmdet' is not supported"),
+])
+def test_keys_nothing_reads_are_errors_before_anything_is_built(tmp_path, option, match):
+    cfg = _cfg(tmp_path)
+    cfg.merge_from_dict(option)
+    with pytest.raises(ConfigKeyError, match=match):
+        Trainer(cfg)
+    assert not list(tmp_path.iterdir())  # refused before the work dir was touched
+
+
+def test_every_problem_is_listed_once(tmp_path):
+    cfg = _cfg(tmp_path)
+    cfg.merge_from_dict({'trian_cfg': {}, 'train_cfg.max_epoch': 1})
+    with pytest.raises(ConfigKeyError) as err:
+        check_config(cfg, 'my_config.py')
+    text = str(err.value)
+    assert text.startswith('config my_config.py has 2 problems:') and 'trian_cfg' in text and 'max_epoch' in text
+
+
+def test_helper_variables_and_supported_mmengine_keys_are_accepted(tmp_path):
+    helpers = dict(input_size=300, mean=[1, 2, 3], std=[1, 1, 1], classes=('a', 'b'), data_root='data/',
+                   dataset_type='VOCDataset', img_scale=(300, 300), train_pipeline=[], test_pipeline=[], bn=None,
+                   max_epochs=2, vis_backends=[dict(type='LocalVisBackend')], backend_args=None)
+    cfg = _cfg(tmp_path, default_scope='detkit', log_level='DEBUG', launcher='none', load_from=None, resume=False,
+               find_unused_parameters=False, sync_bn=False, **helpers)
+    cfg.merge_from_dict({'train_cfg.type': 'EpochBasedTrainLoop', 'default_hooks.logger.type': 'LoggerHook',
+                         'optim_wrapper.type': 'OptimWrapper', 'train_dataloader.sampler': dict(
+                             type='DefaultSampler', shuffle=True)})
+    check_config(cfg)
+    trainer = Trainer(cfg)
+    assert logging.getLogger('detkit').level == logging.DEBUG  # log_level is honoured, not ignored
+    trainer.close()
+    cfg.log_level = 'LOUD'
+    with pytest.raises(ValueError, match="log_level must be one of .* got 'LOUD'"):
+        check_config(cfg)
+    Trainer(_cfg(tmp_path)).close()  # the next run logs at INFO again
+    assert logging.getLogger('detkit').level == logging.INFO
+
+
+def test_every_shipped_config_passes():
+    configs = sorted((REPO / 'configs').rglob('*.py'))
+    assert configs
+    for path in configs:
+        check_config(load_config(path))

@@ -1,0 +1,107 @@
+"""One training run per work dir (a lock no crash leaves stuck) and no leftovers from interrupted runs."""
+import fcntl
+import glob
+import os
+import signal
+import time
+
+import pytest
+import toy
+
+from detkit.engine import Trainer
+from detkit.engine.checkpoint import load_checkpoint, save_checkpoint
+from detkit.engine.work_dir import LOCK_FILE, WorkDirBusyError, WorkDirLock, tidy_work_dir
+
+def test_a_second_run_is_refused_naming_the_work_dir_and_process_and_a_killed_holder_frees_it(tmp_path):
+    holder = toy.hold_work_dir(str(tmp_path))
+    try:
+        with pytest.raises(WorkDirBusyError) as err:
+            Trainer(toy.toy_config(str(tmp_path)))
+        assert str(tmp_path) in str(err.value) and f'pid {holder.pid}' in str(err.value)
+        assert not glob.glob(str(tmp_path / '*.log'))  # refused before writing anything
+    finally:
+        holder.send_signal(signal.SIGKILL)  # as a crash would: no cleanup runs in the holder
+        holder.wait()
+    trainer = Trainer(toy.toy_config(str(tmp_path), train_cfg=dict(max_epochs=1)))
+    trainer.train()
+    assert os.path.isfile(tmp_path / 'epoch_1.pth')
+
+
+def test_runs_in_one_process_and_sequential_runs_do_not_conflict_or_share_a_log(tmp_path):
+    first = Trainer(toy.toy_config(str(tmp_path)))
+    second = Trainer(toy.toy_config(str(tmp_path)))  # same process (a notebook, the tests): re-entrant
+    assert first.timestamp != second.timestamp  # started within one second: still two logs
+    first.close()
+    second.close()
+    with WorkDirLock(tmp_path):  # released by both
+        pass
+
+
+def test_forked_children_do_not_keep_the_lock(tmp_path):
+    # data-loader workers are forked while the trainer holds the lock: they must not hold it after the parent
+    lock = WorkDirLock(tmp_path).acquire()
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (child): fork's hooks have run when os.fork returns here
+        os.write(ready_w, b'1')
+        time.sleep(30)
+        os._exit(0)
+    try:
+        assert os.read(ready_r, 1) == b'1'
+        lock.release()
+        fd = os.open(tmp_path / LOCK_FILE, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError if the child still held it
+        finally:
+            os.close(fd)
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(ready_r)
+        os.close(ready_w)
+
+
+def test_tidy_removes_temporaries_and_keeps_exactly_one_best(tmp_path):
+    names = ['epoch_1.pth', 'epoch_2.pth', '.epoch_3.pth.k2j4_x.tmp', '.best_toy_mAP_epoch_3.pth.abc.tmp',
+             'best_toy_mAP_epoch_1.pth', 'best_toy_mAP_epoch_2.pth', 'notes.tmp', '.other.tmp', '20240101.log']
+    for n in names:
+        (tmp_path / n).write_bytes(b'x')
+    # the best the resumed checkpoint names is kept, even when a later one exists
+    removed = tidy_work_dir(tmp_path, keep_best=str(tmp_path / 'best_toy_mAP_epoch_1.pth'))
+    assert sorted(os.path.basename(p) for p in removed) == ['.best_toy_mAP_epoch_3.pth.abc.tmp',
+                                                           '.epoch_3.pth.k2j4_x.tmp', 'best_toy_mAP_epoch_2.pth']
+    assert sorted(os.listdir(tmp_path)) == sorted(['epoch_1.pth', 'epoch_2.pth', 'best_toy_mAP_epoch_1.pth',
+                                                   'notes.tmp', '.other.tmp', '20240101.log'])
+    # without one (a fresh start), the newest best stays
+    for n in ('best_toy_mAP_epoch_2.pth', 'best_toy_mAP_epoch_10.pth'):
+        (tmp_path / n).write_bytes(b'x')
+    tidy_work_dir(tmp_path)
+    assert sorted(n for n in os.listdir(tmp_path) if n.startswith('best_')) == ['best_toy_mAP_epoch_10.pth']
+
+
+def test_resume_removes_leftovers_and_keeps_the_valid_best(tmp_path):
+    Trainer(toy.toy_config(str(tmp_path), train_cfg=dict(max_epochs=2, val_interval=1))).train()
+    best = glob.glob(str(tmp_path / 'best_*.pth'))
+    assert len(best) == 1
+    meta = load_checkpoint(tmp_path / 'epoch_2.pth')['meta']
+    assert meta['best_ckpt'] == best[0]
+    # what a kill -9 while writing epoch 3 (after a new best) leaves
+    (tmp_path / '.epoch_3.pth.q1w2e3.tmp').write_bytes(b'PK\x03\x04 half a zip')
+    save_checkpoint({'meta': {}}, tmp_path / 'best_toy_mAP_epoch_3.pth')
+    resumed = Trainer(toy.toy_config(str(tmp_path), resume='auto', train_cfg=dict(max_epochs=2, val_interval=1)))
+    resumed.close()
+    assert not glob.glob(str(tmp_path / '*.tmp')) and not glob.glob(str(tmp_path / '.*.tmp'))
+    assert glob.glob(str(tmp_path / 'best_*.pth')) == best
+    assert load_checkpoint(best[0])['meta']['best_ckpt'] == best[0]  # the real one, not the stale file
+
+
+def test_a_trainer_dropped_without_training_releases_the_work_dir(tmp_path):
+    import gc
+    trainer = Trainer(toy.toy_config(str(tmp_path)))
+    del trainer
+    gc.collect()
+    fd = os.open(tmp_path / LOCK_FILE, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError while the dropped trainer held it
+    finally:
+        os.close(fd)
