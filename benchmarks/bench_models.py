@@ -1,6 +1,9 @@
-"""SSD300-VGG16: detkit vs torchvision's ``ssd300_vgg16`` on the CPU, same weights, same batch.
+"""Detectors: detkit vs torchvision on the CPU, same weights, same batch (SSD300, RetinaNet), and M2Det320 alone.
 
-    python benchmarks/bench_models.py [--batch 8] [--iters 10] [--threads N] [--quick]
+    python benchmarks/bench_models.py [--models ssd300 retinanet m2det320] [--batch 8] [--iters 10] [--threads N]
+                                      [--quick]
+
+**SSD300-VGG16** vs torchvision's ``ssd300_vgg16``:
 
 Both models have 81 classes (80 + background) and the same weights (torchvision's random initialisation copied
 into detkit with the converter, so both post-process identical scores). Measured per batch, interleaving the two
@@ -14,6 +17,18 @@ wall-clock time (images/s and ratio) and of process CPU time (a second ratio, st
 * training step: loss + backward (torchvision: train-mode forward; detkit: ``loss``) on 5 random boxes per image;
 * loss alone (+ its backward), from the per-level conv outputs of the head (torchvision: its head's reshaping,
   matcher and ``compute_loss``; detkit: ``SSDHead.loss``).
+
+**RetinaNet-R50-FPN** vs torchvision's ``retinanet_resnet50_fpn`` (91 classes, P6/P7 from P5, torchvision's
+random initialisation converted with ``convert_torchvision_retinanet_resnet50_fpn``), inference (forward +
+post-processing) at 512x512 and 800x800, batch ``--retina-batch``: torchvision runs its transform (normalisation and
+a same-size resize: ``min_size``/``max_size`` set to the input), backbone, head and ``postprocess_detections``;
+detkit runs ``predict`` on the normalised batch. Both post-process with score > 0.05, 1000 candidates per level, NMS
+0.5 and 100 per image. The classification biases are drawn from N(-3, 1) in both (the same values), so that, as
+with a trained model, thousands of candidates pass the threshold and the post-processing does real work. The
+"detkit, channels_last" row runs the same detkit model with ``channels_last=True`` (NHWC convolutions).
+
+**M2Det320-VGG16** (``configs/m2det/m2det320_vgg_coco.py``, soft-NMS) alone, images/s of ``predict``, with
+classification biases from N(0, 2) so that some classes score above its 0.1 threshold.
 
 A ratio above 1 means detkit is faster.
 """
@@ -29,19 +44,26 @@ from collections.abc import Callable
 
 import torch
 import torchvision
-from torchvision.models.detection import ssd300_vgg16
+from torchvision.models.detection import retinanet_resnet50_fpn, ssd300_vgg16
 from torchvision.ops import box_iou
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), '..')))
 
-from detkit.models.utils import convert_torchvision_ssd300_vgg16  # noqa: E402
+from detkit.models.utils.weights import (convert_torchvision_retinanet_resnet50_fpn,  # noqa: E402
+                                         convert_torchvision_ssd300_vgg16)
 from detkit.registry import MODELS  # noqa: E402
 from detkit.utils import load_config  # noqa: E402
 
-CONFIG = os.path.join(os.path.dirname(__file__), '..', 'configs', 'ssd', 'ssd300_coco.py')
+CONFIGS = os.path.join(os.path.dirname(__file__), '..', 'configs')
+CONFIG = os.path.join(CONFIGS, 'ssd', 'ssd300_coco.py')
+RETINA_CONFIG = os.path.join(CONFIGS, 'retinanet', 'retinanet_r50_fpn_1x_coco.py')
+M2DET_CONFIG = os.path.join(CONFIGS, 'm2det', 'm2det320_vgg_coco.py')
 NUM_CLASSES = 80  # + background = 81 outputs per anchor
 # torchvision's ssd300_vgg16 normalisation: 0-1 RGB minus these means, times 255
 TV_MEAN = torch.tensor([0.48235, 0.45882, 0.40784]).view(1, 3, 1, 1)
+# torchvision's detection transform for RetinaNet: ImageNet mean and std on 0-1 RGB (detkit's Normalize on 0-255)
+TV_IMAGENET_MEAN = torch.tensor([123.675, 116.28, 103.53]).view(1, 3, 1, 1)
+TV_IMAGENET_STD = torch.tensor([58.395, 57.12, 57.375]).view(1, 3, 1, 1)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -50,10 +72,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--iters', type=int, default=10, help='timed iterations per measurement (default 10)')
     parser.add_argument('--warmup', type=int, default=2, help='untimed iterations first (default 2)')
     parser.add_argument('--threads', type=int, default=None, help='torch intra-op threads (default: torch\'s)')
+    parser.add_argument('--models', nargs='+', choices=['ssd300', 'retinanet', 'm2det320'],
+                        default=['ssd300', 'retinanet', 'm2det320'], help='which detectors (default: all)')
+    parser.add_argument('--retina-batch', type=int, default=2, help='RetinaNet and M2Det batch (default 2)')
+    parser.add_argument('--retina-iters', type=int, default=5, help='RetinaNet and M2Det timed iterations (default 5)')
     parser.add_argument('--quick', action='store_true', help='batch 2, 3 iterations, 1 warm-up: a smoke run')
     args = parser.parse_args(argv)
     if args.quick:
         args.batch, args.iters, args.warmup = 2, 3, 1
+        args.retina_batch, args.retina_iters = 1, 2
     return args
 
 
@@ -115,9 +142,7 @@ def timeit(fn: Callable[[], object]) -> tuple[float, float]:
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def run(args: argparse.Namespace) -> list[tuple[str, float, float, float, float]]:
-    if args.threads:
-        torch.set_num_threads(args.threads)
+def run_ssd300(args: argparse.Namespace) -> list[tuple[str, float, float, float, float]]:
     ours, tv = build_models()
     images01, images, targets = make_batch(args.batch)
     tv_images = list(images01)
@@ -168,15 +193,21 @@ def run(args: argparse.Namespace) -> list[tuple[str, float, float, float, float]
     def tv_loss():
         sum(tv_loss_only(tv, *tv_levels_grad, tv_anchors, tv_targets).values()).backward()
 
+    return measure([('inference: forward + post-processing', ours_infer, tv_infer),
+                    ('post-processing only', ours_post, tv_post),
+                    ('train step: loss + backward', ours_train, tv_train),
+                    ('loss only (+ its backward)', ours_loss, tv_loss)], args.warmup, args.iters)
+
+
+def measure(pairs: list[tuple[str, Callable[[], object], Callable[[], object]]], warmup: int,
+            iters: int) -> list[tuple[str, float, float, float, float]]:
+    """``(name, ours wall, ours cpu, theirs wall, theirs cpu)`` medians of each ``(name, ours, theirs)`` pair."""
     rows = []
-    for name, a, b in [('inference: forward + post-processing', ours_infer, tv_infer),
-                       ('post-processing only', ours_post, tv_post),
-                       ('train step: loss + backward', ours_train, tv_train),
-                       ('loss only (+ its backward)', ours_loss, tv_loss)]:
-        for _ in range(args.warmup):
+    for name, a, b in pairs:
+        for _ in range(warmup):
             a(), b()
         ta, tb = [], []
-        for i in range(args.iters):
+        for i in range(iters):
             # interleaved, so that background load hits both alike, and in alternating order, so that neither
             # always runs right after the other (memory just freed, caches just filled)
             if i % 2 == 0:
@@ -191,6 +222,61 @@ def run(args: argparse.Namespace) -> list[tuple[str, float, float, float, float]
     return rows
 
 
+def build_retinanets(channels_last: bool = False):
+    """torchvision's retinanet_resnet50_fpn and detkit's conversion of it, with the same N(-3, 1) class biases."""
+    torch.manual_seed(0)
+    tv = retinanet_resnet50_fpn(weights=None, weights_backbone=None, num_classes=91, score_thresh=0.05,
+                                nms_thresh=0.5, detections_per_img=100, topk_candidates=1000).eval()
+    with torch.no_grad():
+        tv.head.classification_head.cls_logits.bias.normal_(-3.0, 1.0)
+    cfg = load_config(RETINA_CONFIG, {
+        'model.backbone.out_indices': (1, 2, 3), 'model.neck.start_level': 0,
+        'model.neck.add_extra_convs': 'on_output', 'model.neck.relu_before_extra_convs': True,
+        'model.bbox_head.num_classes': 91, 'model.channels_last': channels_last})
+    ours = MODELS.build(cfg.model).eval()
+    ours.load_state_dict(convert_torchvision_retinanet_resnet50_fpn(tv.state_dict()))
+    return ours, tv
+
+
+def run_retinanet(args: argparse.Namespace) -> list[tuple[str, float, float, float, float]]:
+    ours, tv = build_retinanets()
+    ours_nhwc, _ = build_retinanets(channels_last=True)
+    rows = []
+    for size in (512, 800):
+        g = torch.Generator().manual_seed(size)
+        images01 = torch.rand(args.retina_batch, 3, size, size, generator=g)
+        images = (images01 * 255 - TV_IMAGENET_MEAN) / TV_IMAGENET_STD  # detkit's Normalize of the same pixels
+        tv.transform.min_size, tv.transform.max_size = (size,), size  # no upscaling to 800 x 1333
+        metas = [{'ori_shape': (size, size), 'img_shape': (size, size), 'scale_factor': (1.0, 1.0)}] * len(images)
+
+        def ours_infer(model=ours):
+            model.predict(images, metas)
+
+        def tv_infer():
+            with torch.no_grad():
+                tv(list(images01))
+
+        rows += measure([(f'{size}x{size}: detkit', ours_infer, tv_infer),
+                         (f'{size}x{size}: detkit, channels_last', lambda: ours_infer(ours_nhwc), tv_infer)],
+                        1, args.retina_iters)
+    return rows
+
+
+def run_m2det(args: argparse.Namespace) -> tuple[float, float]:
+    """M2Det320 ``predict`` images/s (wall, CPU time)."""
+    torch.manual_seed(0)
+    model = MODELS.build(load_config(M2DET_CONFIG).model).eval()
+    with torch.no_grad():
+        for conv in model.bbox_head.cls_convs:
+            conv.bias.normal_(0.0, 2.0)
+    images = torch.randn(args.retina_batch, 3, 320, 320) * 50
+    metas = [{'ori_shape': (320, 320), 'img_shape': (320, 320), 'scale_factor': (1.0, 1.0)}] * len(images)
+    model.predict(images, metas)
+    times = [timeit(lambda: model.predict(images, metas)) for _ in range(args.retina_iters)]
+    return (args.retina_batch / statistics.median(t[0] for t in times),
+            args.retina_batch / statistics.median(t[1] for t in times))
+
+
 def cpu_model() -> str:
     try:
         with open('/proc/cpuinfo') as f:
@@ -202,21 +288,37 @@ def cpu_model() -> str:
     return platform.processor() or 'unknown'
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    rows = run(args)
-    print(f'SSD300-VGG16, 81 classes, batch {args.batch} of 300x300, {args.iters} timed iterations (median), '
-          f'CPU, one process, {torch.get_num_threads()} threads')
-    print(f'machine: {cpu_model()}, {os.cpu_count()} logical CPUs; torch {torch.__version__}, torchvision '
-          f'{torchvision.__version__}')
-    print(f'| {"measurement":<38} | {"detkit img/s":>12} | {"torchvision img/s":>17} | {"ratio":>6} '
+def print_rows(rows, batch: int, peer: str) -> None:
+    print(f'| {"measurement":<38} | {"detkit img/s":>12} | {peer + " img/s":>17} | {"ratio":>6} '
           f'| {"ratio, CPU time":>15} |')
     print(f'|{"-" * 40}|{"-" * 13}:|{"-" * 18}:|{"-" * 7}:|{"-" * 16}:|')
     for name, ours_wall, ours_cpu, theirs_wall, theirs_cpu in rows:
-        print(f'| {name:<38} | {args.batch / ours_wall:12.2f} | {args.batch / theirs_wall:17.2f} | '
+        print(f'| {name:<38} | {batch / ours_wall:12.2f} | {batch / theirs_wall:17.2f} | '
               f'{theirs_wall / ours_wall:5.2f}x | {theirs_cpu / ours_cpu:14.2f}x |')
-    print('img/s and "ratio" from wall-clock medians; "ratio, CPU time" from the medians of process CPU time. '
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f'machine: {cpu_model()}, {os.cpu_count()} logical CPUs; torch {torch.__version__}, torchvision '
+          f'{torchvision.__version__}; CPU, one process, {torch.get_num_threads()} threads')
+    if 'ssd300' in args.models:
+        rows = run_ssd300(args)
+        print(f'\nSSD300-VGG16, 81 classes, batch {args.batch} of 300x300, {args.iters} timed iterations (median)')
+        print_rows(rows, args.batch, 'torchvision')
+    if 'retinanet' in args.models:
+        rows = run_retinanet(args)
+        print(f'\nRetinaNet-R50-FPN, 91 classes, forward + post-processing, batch {args.retina_batch}, '
+              f'{args.retina_iters} timed iterations (median)')
+        print_rows(rows, args.retina_batch, 'torchvision')
+    if 'm2det320' in args.models:
+        wall, cpu = run_m2det(args)
+        print(f'\nM2Det320-VGG16 (soft-NMS), predict, batch {args.retina_batch}: {wall:.2f} img/s '
+              f'({cpu:.2f} img/s of process CPU time)')
+    print('\nimg/s and "ratio" from wall-clock medians; "ratio, CPU time" from the medians of process CPU time. '
           'ratio > 1: detkit is faster.')
+
 
 if __name__ == '__main__':
     main()
