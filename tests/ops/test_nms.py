@@ -239,6 +239,27 @@ def test_batched_nms_huge_coordinates_stay_exact():
     assert batched_nms(boxes, scores, idxs, 0.5).tolist() == nms_reference(boxes, scores, 0.5, idxs.tolist())
 
 
+def run_with_threads(threads: int, fn):
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return fn()
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_batched_nms_parallel_classes_equal_per_class_nms():
+    # 40,000 boxes: above the kernel's 32,768, so its classes run in parallel (with 2 threads)
+    boxes, scores = random_boxes(40_000, 14, canvas=3000, size=100)
+    idxs = torch.randint(0, 10, (40_000,), generator=torch.Generator().manual_seed(14))
+    expected = torch.cat([m[nms(boxes[m], scores[m], 0.5)] for m in ((idxs == c).nonzero().squeeze(1)
+                                                                     for c in range(10))])
+    expected = expected.sort()[0]  # then by score, equal scores (float32 rand repeats some) by index
+    expected = expected[torch.sort(scores[expected], descending=True, stable=True)[1]]
+    assert torch.equal(run_with_threads(2, lambda: batched_nms(boxes, scores, idxs, 0.5)), expected)
+    assert torch.equal(run_with_threads(1, lambda: batched_nms(boxes, scores, idxs, 0.5)), expected)
+
+
 def test_batched_nms_is_per_class_nms():
     boxes, scores = clustered_boxes(1500, 3)
     idxs = torch.randint(0, 4, (1500,), generator=torch.Generator().manual_seed(3))
