@@ -25,7 +25,11 @@ def make_extensions():
     from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 
     sources = sorted(glob.glob('csrc/*.cpp') + glob.glob('csrc/cpu/*.cpp'))
-    cxx_flags = ['-O3']  # torch adds the C++ standard it needs (C++20 for torch 2.14)
+    # torch adds the C++ standard it needs (C++20 for torch 2.14). No fused multiply-adds: the kernels round every
+    # operation as PyTorch's elementwise ops do (soft-NMS's exp must match the fallback's bit for bit). No FP
+    # traps (as torch's own build): lets GCC vectorise loops with selects (`iou > thr ? iou : 0`); values are
+    # unchanged, only floating-point exception flags could differ.
+    cxx_flags = ['-O3', '-ffp-contract=off', '-fno-trapping-math']
     link_flags = []
     if torch._C.has_openmp and sys.platform.startswith('linux'):
         # at::parallel_for (batched NMS and soft-NMS run their classes on it) is a header template that is only

@@ -11,10 +11,12 @@ score ranks (see :func:`_resolve_greedy`).
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
-__all__ = ['nms_torch', 'batched_nms_torch', 'soft_nms_torch', 'threshold_as', 'pairwise_iou']
+__all__ = ['nms_torch', 'batched_nms_torch', 'soft_nms_torch', 'threshold_as', 'pairwise_iou', 'exp_nonpositive']
 
 
 def threshold_as(iou_threshold: float, dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -166,11 +168,63 @@ def batched_nms_torch(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold
     return _greedy(boxes, scores, idxs.long(), iou_threshold)
 
 
+# exp_nonpositive's constants per dtype: (low, round, scale, Taylor degree, ln2_hi, ln2_lo, integer dtype of the
+# bits, exponent bias, mantissa bits). The same values as ExpConstants in csrc/cpu/soft_nms_kernel.cpp.
+_EXP_CONSTANTS = {
+    torch.float32: (-104.0, 12582912.0, 64, 7, 0.693145751953125, 1.4286068202862176e-06, torch.int32, 127, 23),
+    torch.float64: (-746.0, 6755399441055744.0, 600, 13, 6.93147180369123816490e-01, 1.90821492927058770002e-10,
+                    torch.int64, 1023, 52),
+}
+
+
+def exp_nonpositive(x: Tensor) -> Tensor:
+    """``exp(x)`` for ``x <= 0``, float32 or float64, bit for bit as the compiled soft-NMS kernel computes it.
+
+    ``torch.exp`` (MKL on the CPU, CUDA's on a GPU) and ``std::exp`` round differently in the last bit for 1-5% of
+    inputs, and soft-NMS decisions depend on those bits. This exp uses only IEEE ``+``, ``-``, ``*`` and exact
+    powers of two, in the kernel's order, so every backend gets the same bits: ``x = k ln2 + r`` with ``k`` the
+    integer nearest ``x / ln2`` (ties to even, by adding and subtracting ``1.5 * 2**mantissa``), a Taylor
+    polynomial in ``r`` by Horner's rule, then ``* 2**k`` (as ``2**(k + scale) * 2**-scale`` so that both
+    factors are normal numbers). Within 1.2 ulp of the exact value in float32, 1 ulp in float64. Below ``low``
+    (-104 in float32, -746 in float64; exp underflows to 0 there) it returns ``exp(low)``; so does a NaN.
+    """
+    low, round_, scale, degree, ln2_hi, ln2_lo, bits, bias, mantissa = _EXP_CONSTANTS[x.dtype]
+
+    def const(value: float) -> Tensor:  # rounded from the double value, as the kernel's static_cast
+        return torch.tensor(value, dtype=x.dtype, device=x.device)
+
+    def two_to(e: Tensor) -> Tensor:  # 2**e for integer e in the normal range, built from its bits
+        return ((e + bias) << mantissa).view(x.dtype)
+
+    x = torch.where(x >= const(low), x, const(low))
+    k = (x * const(1.4426950408889634) + const(round_)) - const(round_)  # x / ln 2, to an integer
+    r = (x - k * const(ln2_hi)) - k * const(ln2_lo)
+    p = const(1 / math.factorial(degree))
+    for d in range(degree - 1, -1, -1):
+        p = p * r + const(1 / math.factorial(d))
+    e = k.to(bits)
+    return (p * two_to(e + scale)) * two_to(torch.full_like(e, -scale))
+
+
+def _soft_weight(iou: Tensor, thr: Tensor, sigma: float, method: str) -> Tensor:
+    """The factor soft-NMS multiplies a score by, given its box's IoU with the selected box; 1 leaves it as is.
+
+    The compiled kernel's rule, case for case: ``linear`` decays when ``iou > thr``; ``gaussian`` by
+    ``exp(-iou**2 / sigma)`` computed with :func:`exp_nonpositive`, where a disjoint box and a NaN IoU (which
+    never decays) get ``exp(0) = 1``.
+    """
+    if method == 'linear':
+        return torch.where(iou > thr, 1 - iou, torch.ones_like(iou))
+    exponent = -(iou * iou) / torch.tensor(sigma, dtype=iou.dtype, device=iou.device)
+    return exp_nonpositive(torch.where(iou > 0, exponent, torch.zeros_like(exponent)))
+
+
 def soft_nms_torch(boxes: Tensor, scores: Tensor, iou_threshold: float, sigma: float, min_score: float,
                    method: str) -> tuple[Tensor, Tensor]:
     """Soft-NMS with the semantics of the compiled kernel (see :func:`detkit.ops.soft_nms`).
 
-    One step per selected box, each vectorised over the remaining boxes. Returns ``(dets (K, 5), keep (K,))``.
+    One step per selected box, each vectorised over the remaining boxes. Returns ``(dets (K, 5), keep (K,))``,
+    in selection order.
     """
     s = scores.clone()
     area = _areas(boxes)
@@ -192,12 +246,7 @@ def soft_nms_torch(boxes: Tensor, scores: Tensor, iou_threshold: float, sigma: f
         if rest.numel() == 0:
             break
         iou = pairwise_iou(boxes[i:i + 1], area[i:i + 1], boxes[rest], area[rest])[0]
-        if method == 'linear':
-            weight = torch.where(iou > thr, 1 - iou, torch.ones_like(iou))
-        else:
-            weight = torch.exp(-(iou * iou) / torch.tensor(sigma, dtype=iou.dtype, device=iou.device))
-        weight = torch.where(torch.isnan(iou), torch.ones_like(weight), weight)
-        s[rest] = s[rest] * weight
+        s[rest] = s[rest] * _soft_weight(iou, thr, sigma, method)
         alive[rest] = ~(s[rest].double() < min_score)
     keep_t = torch.tensor(keep, dtype=torch.long, device=boxes.device)
     dets = torch.cat([boxes[keep_t], torch.stack(kept_scores)[:, None] if keep else s.new_empty((0, 1))], dim=1)

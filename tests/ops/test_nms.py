@@ -300,6 +300,21 @@ def test_soft_nms_linear_keeps_disjoint_and_decays_overlap():
     torch.testing.assert_close(dets[:, 4], torch.tensor([0.9, 0.7, 0.8 * math.exp(-0.25 / 0.5)]))
 
 
+def test_exp_nonpositive_is_accurate():
+    # the gaussian weight's exp, shared bit for bit by the kernel and the fallback (compared through them below)
+    for dtype, low, max_ulp in ((torch.float32, -104.0, 1.25), (torch.float64, -746.0, 1.25)):
+        g = torch.Generator().manual_seed(0)
+        x = torch.cat([-torch.rand(20000, generator=g, dtype=torch.float64) * 3,
+                       torch.rand(20000, generator=g, dtype=torch.float64) * low]).to(dtype)
+        got = nms_fallback.exp_nonpositive(x).double()
+        exact = torch.tensor([math.exp(v) for v in x.tolist()], dtype=torch.float64)  # within 1 ulp of float64
+        normal = exact >= torch.finfo(dtype).tiny
+        ulp = torch.finfo(dtype).eps * torch.exp2(torch.floor(torch.log2(exact[normal])))
+        assert float(((got[normal] - exact[normal]).abs() / ulp).max()) <= max_ulp
+        edge = torch.tensor([0.0, -0.0, -1e-30, low, low - 1, float('-inf')], dtype=dtype)
+        assert nms_fallback.exp_nonpositive(edge).tolist() == [1.0, 1.0, 1.0, 0.0, 0.0, 0.0]
+
+
 # ---------------------------------------------------------------- fallback == compiled
 
 @pytest.mark.parametrize('seed', range(3))
@@ -315,7 +330,7 @@ def test_fallback_equals_compiled(seed):
         d1, k1 = nms_fallback.soft_nms_torch(boxes, scores, 0.3, 0.5, 1e-3, method)
         d2, k2 = torch.ops.detkit.soft_nms(boxes, scores, 0.3, 0.5, 1e-3, code)
         assert torch.equal(k1, k2)
-        torch.testing.assert_close(d1, d2, rtol=1e-6, atol=1e-7)
+        assert torch.equal(d1, d2)  # gaussian too: both use exp_nonpositive's arithmetic
 
 
 @pytest.mark.parametrize('case', adversarial_cases(), ids=lambda c: c[0])
