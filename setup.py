@@ -8,6 +8,7 @@ then use their PyTorch fallback).
 import glob
 import os
 import re
+import sys
 
 from setuptools import find_packages, setup
 
@@ -24,7 +25,18 @@ def make_extensions():
     from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 
     sources = sorted(glob.glob('csrc/*.cpp') + glob.glob('csrc/cpu/*.cpp'))
-    cxx_flags = ['-O3']  # torch adds the C++ standard it needs (C++20 for torch 2.14)
+    # torch adds the C++ standard it needs (C++20 for torch 2.14). No fused multiply-adds: the kernels round every
+    # operation as PyTorch's elementwise ops do (soft-NMS's exp must match the fallback's bit for bit). No FP
+    # traps (as torch's own build): lets GCC vectorise loops with selects (`iou > thr ? iou : 0`); values are
+    # unchanged, only floating-point exception flags could differ.
+    cxx_flags = ['-O3', '-ffp-contract=off', '-fno-trapping-math']
+    link_flags = []
+    if torch._C.has_openmp and sys.platform.startswith('linux'):
+        # at::parallel_for (batched NMS and soft-NMS run their classes on it) is a header template that is only
+        # parallel when _OPENMP is defined: without -fopenmp it silently runs serially. The extension then links
+        # libgomp.so.1, the soname torch has already loaded, so both share one thread pool (torch.set_num_threads).
+        cxx_flags.append('-fopenmp')
+        link_flags.append('-fopenmp')
     define_macros = []
     want_cuda = torch.cuda.is_available() or os.getenv('FORCE_CUDA', '0') == '1'
     if want_cuda and torch.version.cuda is not None and CUDA_HOME is not None:
@@ -32,12 +44,13 @@ def make_extensions():
         define_macros.append(('WITH_CUDA', None))
         ext = CUDAExtension(
             'detkit._C', sources, define_macros=define_macros,
-            extra_compile_args={'cxx': cxx_flags, 'nvcc': ['-O3', '--expt-relaxed-constexpr']})
+            extra_compile_args={'cxx': cxx_flags, 'nvcc': ['-O3', '--expt-relaxed-constexpr']},
+            extra_link_args=link_flags)
     else:
         if want_cuda:
             print('detkit: FORCE_CUDA=1 but no CUDA build of torch or no CUDA toolkit (CUDA_HOME) was found; '
                   'building the CPU kernels only')
-        ext = CppExtension('detkit._C', sources, extra_compile_args={'cxx': cxx_flags})
+        ext = CppExtension('detkit._C', sources, extra_compile_args={'cxx': cxx_flags}, extra_link_args=link_flags)
     return [ext], {'build_ext': BuildExtension.with_options(no_python_abi_suffix=False)}
 
 

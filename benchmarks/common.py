@@ -42,6 +42,25 @@ def median_time(fn: Callable[[], object], repeats: int, warmup: int = 1, sync: b
     return statistics.median(times)
 
 
+def interleaved_median_times(fns: list[Callable[[], object]], repeats: int, warmup: int = 1) -> list[float]:
+    """Median wall time of each ``fn()`` in seconds, the functions run in turn within each repeat.
+
+    Interleaved, so that load from other processes hits every function alike, and each repeat starts with the
+    next function, so that none always runs right after the same other one (memory just freed, caches filled).
+    """
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    times: list[list[float]] = [[] for _ in fns]
+    for r in range(repeats):
+        for k in range(len(fns)):
+            i = (r + k) % len(fns)
+            t0 = time.perf_counter()
+            fns[i]()
+            times[i].append(time.perf_counter() - t0)
+    return [statistics.median(t) for t in times]
+
+
 def fmt_seconds(t: float) -> str:
     if t >= 1:
         return f'{t:.2f} s'

@@ -12,4 +12,9 @@ TORCH_LIBRARY(detkit, m) {
   m.def(
       "soft_nms(Tensor dets, Tensor scores, float iou_threshold, float sigma, float min_score, int method) "
       "-> (Tensor, Tensor)");
+  // Class-aware soft-NMS: soft_nms run independently for each idxs value. Returns (dets (K, 5), keep (K,)) over
+  // all classes, NaN scores first, then by descending decayed score, equal scores by ascending index.
+  m.def(
+      "batched_soft_nms(Tensor dets, Tensor scores, Tensor idxs, float iou_threshold, float sigma, float min_score, "
+      "int method) -> (Tensor, Tensor)");
 }

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cmath>
+#include <cstdint>
 #include <limits>
 
 #if defined(__CUDACC__)
@@ -40,6 +41,14 @@ DETKIT_HOST_DEVICE inline scalar_t pair_iou(scalar_t ax1, scalar_t ay1, scalar_t
   const scalar_t h = scalar_t(0) < yy2 - yy1 ? yy2 - yy1 : scalar_t(0);
   const scalar_t inter = w * h;
   return inter / (aarea + barea - inter);
+}
+
+// The grain for at::parallel_for over classes: one task per class when the estimated work pays for waking the
+// thread pool, else every class in one task. A parallel region costs tens of microseconds on a quiet machine, but
+// a scheduler time slice (milliseconds, spent spinning) when other processes hold the other cores, as data-loader
+// workers do during evaluation; torch's own kernels stay serial below 32768 elements for the same reason.
+inline int64_t class_grain(int64_t num_classes, double work, double parallel_work) {
+  return work >= parallel_work ? 1 : (num_classes > 1 ? num_classes : 1);
 }
 
 }  // namespace detkit

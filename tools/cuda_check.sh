@@ -23,11 +23,14 @@ lib=$(ls build/cuda-check/lib/detkit/_C*.so)
 import sys
 import torch
 torch.ops.load_library(sys.argv[1])
-for op in ('nms', 'batched_nms', 'soft_nms'):
+for op in ('nms', 'batched_nms', 'soft_nms', 'batched_soft_nms'):
     for key in ('CPU', 'CUDA'):
         has = torch._C._dispatch_has_kernel_for_dispatch_key(f'detkit::{op}', key)
-        print(f'  detkit::{op:12s} {key:4s} kernel: {has}')
+        print(f'  detkit::{op:16s} {key:4s} kernel: {has}')
 assert torch._C._dispatch_has_kernel_for_dispatch_key('detkit::nms', 'CUDA'), 'no CUDA kernel for nms'
 assert torch._C._dispatch_has_kernel_for_dispatch_key('detkit::batched_nms', 'CUDA'), 'no CUDA kernel for batched_nms'
+# soft-NMS runs on the CPU for every device (the wrappers copy CUDA tensors there): CPU kernels only
+for op in ('soft_nms', 'batched_soft_nms'):
+    assert torch._C._dispatch_has_kernel_for_dispatch_key(f'detkit::{op}', 'CPU'), f'no CPU kernel for {op}'
 print('cuda-check: CUDA kernels compiled, linked and registered:', sys.argv[1])
 PYEOF

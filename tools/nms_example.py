@@ -9,7 +9,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from detkit.ops import batched_nms, nms, soft_nms  # noqa: E402
+from detkit.ops import batched_nms, batched_soft_nms, nms, soft_nms  # noqa: E402
 from detkit.ops._ext import ext_error, has_kernel  # noqa: E402
 
 
@@ -30,6 +30,9 @@ def main() -> None:
     for method in ('linear', 'gaussian'):
         dets, keep = soft_nms(boxes, scores, iou_threshold=0.3, sigma=0.5, min_score=0.05, method=method)
         print(f'soft_nms({method}) keeps {keep.tolist()} with scores {[round(s, 3) for s in dets[:, 4].tolist()]}')
+    dets, keep = batched_soft_nms(boxes, scores, labels, iou_threshold=0.3, min_score=0.05)
+    print(f'batched_soft_nms(linear, labels {labels.tolist()}) keeps {keep.tolist()} with scores '
+          f'{[round(s, 3) for s in dets[:, 4].tolist()]}')
 
 
 if __name__ == '__main__':

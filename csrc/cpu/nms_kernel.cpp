@@ -137,8 +137,10 @@ at::Tensor nms_impl(const at::Tensor& dets_in, const at::Tensor& scores_in, cons
     const int64_t* ids = groups.data_ptr<int64_t>();
     uint8_t* keep = keep_flag.data_ptr<uint8_t>();
     const int64_t num_groups = static_cast<int64_t>(bounds.size()) - 1;
-    // Classes are independent: one task per class; each writes keep[] only at its own boxes.
-    at::parallel_for(0, num_groups, 1, [&](int64_t begin, int64_t end) {
+    // Classes are independent: one task per class; each writes keep[] only at its own boxes. In parallel from
+    // 32768 boxes (the sweep is close to linear in the boxes; below that, a few milliseconds at most).
+    const int64_t grain = class_grain(num_groups, static_cast<double>(n), 32768.0);
+    at::parallel_for(0, num_groups, grain, [&](int64_t begin, int64_t end) {
       for (int64_t g = begin; g < end; ++g) {
         sweep_nms<scalar_t>(ids + bounds[g], bounds[g + 1] - bounds[g], x1, y1, x2, y2, area, iou_threshold,
                             keep);

@@ -31,6 +31,12 @@ def ext_module() -> ModuleType | None:
     return _state['module']
 
 
+def _has_op(op: str) -> bool:
+    """Whether the loaded ``detkit._C`` declares ``detkit::<op>`` (an in-place build older than the sources may
+    lack a newer op: that op then uses the fallback rather than breaking ``import detkit.ops``)."""
+    return hasattr(torch.ops.detkit, op)
+
+
 def _register_fakes() -> None:
     """Shape functions so that torch.export / torch.compile can trace the ops (their output length is data
     dependent, hence a new dynamic size)."""
@@ -41,11 +47,15 @@ def _register_fakes() -> None:
     torch.library.register_fake('detkit::nms')(lambda dets, scores, iou_threshold: keep_like(dets))
     torch.library.register_fake('detkit::batched_nms')(lambda dets, scores, idxs, iou_threshold: keep_like(dets))
 
-    def soft_nms_fake(dets, scores, iou_threshold, sigma, min_score, method):
+    def dets_keep_like(dets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         k = torch.library.get_ctx().new_dynamic_size()
         return dets.new_empty((k, 5)), dets.new_empty((k,), dtype=torch.long)
 
-    torch.library.register_fake('detkit::soft_nms')(soft_nms_fake)
+    torch.library.register_fake('detkit::soft_nms')(
+        lambda dets, scores, iou_threshold, sigma, min_score, method: dets_keep_like(dets))
+    if _has_op('batched_soft_nms'):
+        torch.library.register_fake('detkit::batched_soft_nms')(
+            lambda dets, scores, idxs, iou_threshold, sigma, min_score, method: dets_keep_like(dets))
 
 
 def ext_error() -> str | None:
@@ -59,7 +69,7 @@ def has_kernel(op: str, device_type: str) -> bool:
     if ext_module() is None:
         return False
     key = {'cpu': 'CPU', 'cuda': 'CUDA'}.get(device_type)
-    if key is None:
+    if key is None or not _has_op(op):
         return False
     return torch._C._dispatch_has_kernel_for_dispatch_key(f'detkit::{op}', key)
 

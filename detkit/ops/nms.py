@@ -9,6 +9,12 @@ Semantics are those of :func:`torchvision.ops.nms` and :func:`torchvision.ops.ba
 descending score (equal scores: lower index first), and a box is suppressed by a kept box whose IoU with it is
 strictly greater than ``iou_threshold``.
 
+Soft-NMS returns its boxes by decayed score. :func:`batched_soft_nms` defines the order exactly, over all classes
+together: NaN scores first, then descending decayed score, equal scores (``0.0`` and ``-0.0`` included) by
+ascending input index; that is ``torch.sort(descending=True, stable=True)`` of the kept boxes listed by input
+index. :func:`soft_nms` returns its boxes in selection order, which is that same order whenever no score is
+negative or ``+inf`` (a decay never raises a finite non-negative score).
+
 NaN handling (never a crash or a hang):
     * a box with a NaN coordinate has a NaN IoU with every box, so it never suppresses another box and is never
       suppressed: it is always kept (hard NMS), and never decays a score (soft-NMS);
@@ -23,7 +29,7 @@ from torch import Tensor
 from . import nms_fallback
 from ._ext import has_kernel, warn_fallback_once
 
-__all__ = ['nms', 'batched_nms', 'soft_nms']
+__all__ = ['nms', 'batched_nms', 'soft_nms', 'batched_soft_nms']
 
 _SOFT_METHODS = {'linear': 0, 'gaussian': 1}
 
@@ -53,6 +59,16 @@ def _check_boxes_scores(boxes: Tensor, scores: Tensor) -> tuple[Tensor, Tensor]:
     # the kernels work in float32 or float64; half-precision inputs are computed in float32
     dtype = boxes.dtype if boxes.dtype in (torch.float32, torch.float64) else torch.float32
     return boxes.to(dtype), scores.to(dtype)
+
+
+def _check_idxs(idxs: Tensor, boxes: Tensor) -> Tensor:
+    """``idxs`` as int64 on the boxes' device, after checking that it is an integer ``Tensor[N]``."""
+    if not isinstance(idxs, Tensor) or idxs.dim() != 1 or idxs.shape[0] != boxes.shape[0]:
+        shape = tuple(idxs.shape) if isinstance(idxs, Tensor) else type(idxs).__name__
+        raise ValueError(f'idxs must be a tensor of shape ({boxes.shape[0]},) matching boxes, got {shape}')
+    if idxs.is_floating_point() or idxs.is_complex() or idxs.dtype == torch.bool:
+        raise ValueError(f'idxs must be an integer tensor, got {idxs.dtype}')
+    return idxs.to(device=boxes.device, dtype=torch.long)
 
 
 def _check_threshold(name: str, value: float) -> float:
@@ -106,18 +122,26 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
         ``Tensor[K]`` int64 indices into ``boxes`` of the kept boxes, by descending score.
     """
     boxes, scores = _check_boxes_scores(boxes, scores)
-    if not isinstance(idxs, Tensor) or idxs.dim() != 1 or idxs.shape[0] != boxes.shape[0]:
-        shape = tuple(idxs.shape) if isinstance(idxs, Tensor) else type(idxs).__name__
-        raise ValueError(f'idxs must be a tensor of shape ({boxes.shape[0]},) matching boxes, got {shape}')
-    if idxs.is_floating_point() or idxs.is_complex() or idxs.dtype == torch.bool:
-        raise ValueError(f'idxs must be an integer tensor, got {idxs.dtype}')
+    idxs = _check_idxs(idxs, boxes)
     iou_threshold = _check_threshold('iou_threshold', iou_threshold)
     if boxes.shape[0] == 0:
         return torch.empty(0, dtype=torch.long, device=boxes.device)
-    idxs = idxs.to(device=boxes.device, dtype=torch.long)
     if _use_kernel('batched_nms', boxes.device):
         return torch.ops.detkit.batched_nms(boxes, scores, idxs, iou_threshold)
     return nms_fallback.batched_nms_torch(boxes, scores, idxs, iou_threshold)
+
+
+def _check_soft_args(method: str, iou_threshold: float, sigma: float,
+                     min_score: float) -> tuple[int, float, float, float]:
+    """The soft-NMS arguments as the kernels take them: ``(method code, iou_threshold, sigma, min_score)``."""
+    if method not in _SOFT_METHODS:
+        raise ValueError(f"method must be one of {sorted(_SOFT_METHODS)}, got {method!r}")
+    iou_threshold = _check_threshold('iou_threshold', iou_threshold)
+    sigma = _check_threshold('sigma', sigma)
+    min_score = _check_threshold('min_score', min_score)
+    if method == 'gaussian' and not sigma > 0:
+        raise ValueError(f'sigma must be > 0 for the gaussian method, got {sigma}')
+    return _SOFT_METHODS[method], iou_threshold, sigma, min_score
 
 
 def soft_nms(boxes: Tensor, scores: Tensor, iou_threshold: float = 0.3, sigma: float = 0.5,
@@ -135,26 +159,75 @@ def soft_nms(boxes: Tensor, scores: Tensor, iou_threshold: float = 0.3, sigma: f
         scores: ``Tensor[N]`` float.
         iou_threshold: linear method's IoU threshold.
         sigma: gaussian method's width, ``> 0``.
-        min_score: boxes whose (decayed) score falls below it are discarded.
+        min_score: boxes whose (decayed) score falls below it are discarded (compared in float64).
         method: ``'linear'`` or ``'gaussian'``.
 
     Returns:
-        ``dets``: ``Tensor[K, 5]`` the kept boxes with their decayed scores as the last column, by descending
-        decayed score; ``keep``: ``Tensor[K]`` int64 indices into ``boxes``.
+        ``dets``: ``Tensor[K, 5]`` the kept boxes with their decayed scores as the last column, in selection order
+        (by descending decayed score, see the module's docstring); ``keep``: ``Tensor[K]`` int64 indices into
+        ``boxes``.
+
+    Raises:
+        ValueError: naming the argument, for wrong shapes, non-float boxes/scores, an unknown method or a
+        gaussian ``sigma <= 0``.
     """
     boxes, scores = _check_boxes_scores(boxes, scores)
-    if method not in _SOFT_METHODS:
-        raise ValueError(f"method must be one of {sorted(_SOFT_METHODS)}, got {method!r}")
-    iou_threshold = _check_threshold('iou_threshold', iou_threshold)
-    sigma = _check_threshold('sigma', sigma)
-    min_score = _check_threshold('min_score', min_score)
-    if method == 'gaussian' and not sigma > 0:
-        raise ValueError(f'sigma must be > 0 for the gaussian method, got {sigma}')
+    code, iou_threshold, sigma, min_score = _check_soft_args(method, iou_threshold, sigma, min_score)
     device = boxes.device
     if boxes.shape[0] == 0:
         return boxes.new_empty((0, 5)), torch.empty(0, dtype=torch.long, device=device)
     if _use_kernel('soft_nms', torch.device('cpu')):
-        dets, keep = torch.ops.detkit.soft_nms(boxes.cpu(), scores.cpu(), iou_threshold, sigma, min_score,
-                                               _SOFT_METHODS[method])
+        dets, keep = torch.ops.detkit.soft_nms(boxes.cpu(), scores.cpu(), iou_threshold, sigma, min_score, code)
         return dets.to(device), keep.to(device)
     return nms_fallback.soft_nms_torch(boxes, scores, iou_threshold, sigma, min_score, method)
+
+
+def batched_soft_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float = 0.3, sigma: float = 0.5,
+                     min_score: float = 1e-3, method: str = 'linear') -> tuple[Tensor, Tensor]:
+    """Class-aware soft-NMS: :func:`soft_nms` run independently within each value of ``idxs``.
+
+    A box's score is only decayed by selected boxes with the same ``idxs`` (e.g. class label, or image and class
+    combined); every rule of :func:`soft_nms` holds within a class (ties: the lowest index; NaN scores selected
+    first; a NaN box never decays a score; ``min_score`` compared in float64). The classes' outputs are then
+    merged into one list ordered by decayed score:
+
+    * NaN scores first (as :func:`torch.sort`), by ascending input index;
+    * then by descending decayed score;
+    * equal scores (``0.0`` and ``-0.0`` are equal) by ascending input index.
+
+    That is ``torch.sort(dets[:, 4], descending=True, stable=True)`` over the kept boxes listed by input index.
+    With one class the result equals :func:`soft_nms`'s whenever no score is negative or ``+inf`` (then the
+    selection order already is this order).
+
+    Runs on the CPU: the compiled kernel runs the classes in parallel (when they hold enough boxes to pay for it);
+    CUDA tensors are copied to the CPU and the results back. Without the compiled kernel, a vectorised pure-PyTorch
+    fallback (on the tensors' device) gives the same results (to the bit, as the tests check on the CPU).
+
+    Args:
+        boxes: ``Tensor[N, 4]`` float, ``x1, y1, x2, y2``.
+        scores: ``Tensor[N]`` float.
+        idxs: ``Tensor[N]`` integer category (or image) of each box; any values, gaps and negatives included.
+        iou_threshold: linear method's IoU threshold.
+        sigma: gaussian method's width, ``> 0``.
+        min_score: boxes whose (decayed) score falls below it are discarded (compared in float64).
+        method: ``'linear'`` or ``'gaussian'``.
+
+    Returns:
+        ``dets``: ``Tensor[K, 5]`` the kept boxes with their decayed scores as the last column, in the order above;
+        ``keep``: ``Tensor[K]`` int64 indices into ``boxes``, in the same order.
+
+    Raises:
+        ValueError: naming the argument, for wrong shapes, non-float boxes/scores, non-integer or mis-sized
+        ``idxs``, an unknown method or a gaussian ``sigma <= 0``.
+    """
+    boxes, scores = _check_boxes_scores(boxes, scores)
+    idxs = _check_idxs(idxs, boxes)
+    code, iou_threshold, sigma, min_score = _check_soft_args(method, iou_threshold, sigma, min_score)
+    device = boxes.device
+    if boxes.shape[0] == 0:
+        return boxes.new_empty((0, 5)), torch.empty(0, dtype=torch.long, device=device)
+    if _use_kernel('batched_soft_nms', torch.device('cpu')):
+        dets, keep = torch.ops.detkit.batched_soft_nms(boxes.cpu(), scores.cpu(), idxs.cpu(), iou_threshold, sigma,
+                                                       min_score, code)
+        return dets.to(device), keep.to(device)
+    return nms_fallback.batched_soft_nms_torch(boxes, scores, idxs, iou_threshold, sigma, min_score, method)

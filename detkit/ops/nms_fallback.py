@@ -7,14 +7,18 @@ dtype, the same tie-breaking), and runs on any device. Arguments are assumed val
 Hard NMS is vectorised without a Python loop over box pairs, in two steps: (1) find every pair of boxes of one
 class whose IoU is above the threshold, comparing only tiles of boxes that can overlap in x (as the compiled
 kernel's sweep does); (2) resolve greedy NMS over those suppression edges by a fixed-point iteration on chunks of
-score ranks (see :func:`_resolve_greedy`).
+score ranks (see :func:`_resolve_greedy`). Class-aware soft-NMS advances every class at once: one round selects
+the best box of each class and decays that class's boxes (see :func:`batched_soft_nms_torch`).
 """
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
 
-__all__ = ['nms_torch', 'batched_nms_torch', 'soft_nms_torch', 'threshold_as', 'pairwise_iou']
+__all__ = ['nms_torch', 'batched_nms_torch', 'soft_nms_torch', 'batched_soft_nms_torch', 'threshold_as',
+           'pairwise_iou', 'exp_nonpositive']
 
 
 def threshold_as(iou_threshold: float, dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -166,11 +170,63 @@ def batched_nms_torch(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold
     return _greedy(boxes, scores, idxs.long(), iou_threshold)
 
 
+# exp_nonpositive's constants per dtype: (low, round, scale, Taylor degree, ln2_hi, ln2_lo, integer dtype of the
+# bits, exponent bias, mantissa bits). The same values as ExpConstants in csrc/cpu/soft_nms_kernel.cpp.
+_EXP_CONSTANTS = {
+    torch.float32: (-104.0, 12582912.0, 64, 7, 0.693145751953125, 1.4286068202862176e-06, torch.int32, 127, 23),
+    torch.float64: (-746.0, 6755399441055744.0, 600, 13, 6.93147180369123816490e-01, 1.90821492927058770002e-10,
+                    torch.int64, 1023, 52),
+}
+
+
+def exp_nonpositive(x: Tensor) -> Tensor:
+    """``exp(x)`` for ``x <= 0``, float32 or float64, bit for bit as the compiled soft-NMS kernel computes it.
+
+    ``torch.exp`` (MKL on the CPU, CUDA's on a GPU) and ``std::exp`` round differently in the last bit for 1-5% of
+    inputs, and soft-NMS decisions depend on those bits. This exp uses only IEEE ``+``, ``-``, ``*`` and exact
+    powers of two, in the kernel's order, so every backend gets the same bits: ``x = k ln2 + r`` with ``k`` the
+    integer nearest ``x / ln2`` (ties to even, by adding and subtracting ``1.5 * 2**mantissa``), a Taylor
+    polynomial in ``r`` by Horner's rule, then ``* 2**k`` (as ``2**(k + scale) * 2**-scale`` so that both
+    factors are normal numbers). Within 1.2 ulp of the exact value in float32, 1 ulp in float64. Below ``low``
+    (-104 in float32, -746 in float64; exp underflows to 0 there) it returns ``exp(low)``; so does a NaN.
+    """
+    low, round_, scale, degree, ln2_hi, ln2_lo, bits, bias, mantissa = _EXP_CONSTANTS[x.dtype]
+
+    def const(value: float) -> Tensor:  # rounded from the double value, as the kernel's static_cast
+        return torch.tensor(value, dtype=x.dtype, device=x.device)
+
+    def two_to(e: Tensor) -> Tensor:  # 2**e for integer e in the normal range, built from its bits
+        return ((e + bias) << mantissa).view(x.dtype)
+
+    x = torch.where(x >= const(low), x, const(low))
+    k = (x * const(1.4426950408889634) + const(round_)) - const(round_)  # x / ln 2, to an integer
+    r = (x - k * const(ln2_hi)) - k * const(ln2_lo)
+    p = const(1 / math.factorial(degree))
+    for d in range(degree - 1, -1, -1):
+        p = p * r + const(1 / math.factorial(d))
+    e = k.to(bits)
+    return (p * two_to(e + scale)) * two_to(torch.full_like(e, -scale))
+
+
+def _soft_weight(iou: Tensor, thr: Tensor, sigma: float, method: str) -> Tensor:
+    """The factor soft-NMS multiplies a score by, given its box's IoU with the selected box; 1 leaves it as is.
+
+    The compiled kernel's rule, case for case: ``linear`` decays when ``iou > thr``; ``gaussian`` by
+    ``exp(-iou**2 / sigma)`` computed with :func:`exp_nonpositive`, where a disjoint box and a NaN IoU (which
+    never decays) get ``exp(0) = 1``.
+    """
+    if method == 'linear':
+        return torch.where(iou > thr, 1 - iou, torch.ones_like(iou))
+    exponent = -(iou * iou) / torch.tensor(sigma, dtype=iou.dtype, device=iou.device)
+    return exp_nonpositive(torch.where(iou > 0, exponent, torch.zeros_like(exponent)))
+
+
 def soft_nms_torch(boxes: Tensor, scores: Tensor, iou_threshold: float, sigma: float, min_score: float,
                    method: str) -> tuple[Tensor, Tensor]:
     """Soft-NMS with the semantics of the compiled kernel (see :func:`detkit.ops.soft_nms`).
 
-    One step per selected box, each vectorised over the remaining boxes. Returns ``(dets (K, 5), keep (K,))``.
+    One step per selected box, each vectorised over the remaining boxes. Returns ``(dets (K, 5), keep (K,))``,
+    in selection order.
     """
     s = scores.clone()
     area = _areas(boxes)
@@ -192,13 +248,74 @@ def soft_nms_torch(boxes: Tensor, scores: Tensor, iou_threshold: float, sigma: f
         if rest.numel() == 0:
             break
         iou = pairwise_iou(boxes[i:i + 1], area[i:i + 1], boxes[rest], area[rest])[0]
-        if method == 'linear':
-            weight = torch.where(iou > thr, 1 - iou, torch.ones_like(iou))
-        else:
-            weight = torch.exp(-(iou * iou) / torch.tensor(sigma, dtype=iou.dtype, device=iou.device))
-        weight = torch.where(torch.isnan(iou), torch.ones_like(weight), weight)
-        s[rest] = s[rest] * weight
+        s[rest] = s[rest] * _soft_weight(iou, thr, sigma, method)
         alive[rest] = ~(s[rest].double() < min_score)
     keep_t = torch.tensor(keep, dtype=torch.long, device=boxes.device)
     dets = torch.cat([boxes[keep_t], torch.stack(kept_scores)[:, None] if keep else s.new_empty((0, 1))], dim=1)
     return dets, keep_t
+
+
+def batched_soft_nms_torch(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float, sigma: float,
+                           min_score: float, method: str) -> tuple[Tensor, Tensor]:
+    """Class-aware soft-NMS with the semantics of the compiled kernel (see :func:`detkit.ops.batched_soft_nms`).
+
+    All classes advance together, without a loop over classes. The boxes are laid out grouped by class, in
+    ascending input index within a class, and each round, vectorised over the alive boxes of every class:
+
+    1. selects the best alive box of every class (NaN scores first, then the highest score, then the lowest
+       index: the first candidate in the layout) with two scatter reductions;
+    2. decays every alive box by its IoU with its own class's selected box;
+    3. drops the selected boxes and the boxes now below ``min_score``.
+
+    Rounds: the largest number of boxes one class keeps. The kept boxes are then sorted by decayed score with a
+    stable sort over ascending input index: NaN first, equal scores by ascending index.
+
+    Returns ``(dets (K, 5), keep (K,))``.
+    """
+    n = boxes.shape[0]
+    dev = boxes.device
+    order = torch.sort(idxs, stable=True)[1]  # layout position -> input index; by class, then by index
+    cls = torch.unique_consecutive(idxs[order], return_inverse=True)[1]  # (n,) dense class id per position
+    num_classes = int(cls[-1]) + 1 if n else 0
+    b = boxes[order].t().contiguous()  # (4, n): x1, y1, x2, y2 rows, contiguous for the gathers
+    area = (b[2] - b[0]) * (b[3] - b[1])  # the kernel's arithmetic
+    s = scores[order]
+    thr = threshold_as(iou_threshold, boxes.dtype, dev)
+    kept = torch.zeros(n, dtype=torch.bool, device=dev)  # by layout position
+    kept_score = torch.empty_like(s)
+    # positions of the boxes still in play, increasing: grouped by class, ascending input index within a class
+    alive = (~(s.double() < min_score)).nonzero().squeeze(1)  # compared in float64 like the kernel
+    while alive.numel():
+        a_cls, a_s = cls[alive], s[alive]
+        # 1. per class: whether it holds a NaN score, its highest other score, then the first box that has it
+        nan = torch.isnan(a_s)
+        has_nan = torch.zeros(num_classes, dtype=torch.bool, device=dev)
+        has_nan[a_cls[nan]] = True
+        top = torch.full((num_classes,), float('-inf'), dtype=s.dtype, device=dev)
+        top = top.scatter_reduce(0, a_cls, a_s.masked_fill(nan, float('-inf')), reduce='amax')
+        is_best = torch.where(has_nan[a_cls], nan, a_s == top[a_cls])
+        best = torch.full((num_classes,), n, dtype=torch.long, device=dev)
+        best = best.scatter_reduce(0, a_cls[is_best], alive[is_best], reduce='amin')  # (C,), n: no box left
+        chosen = best[best < n]
+        kept[chosen] = True
+        kept_score[chosen] = s[chosen]
+        # 2. IoU of each alive box with its class's selected box (a = selected, b = alive: pairwise_iou's order)
+        sel = best[a_cls]
+        xx1 = torch.maximum(b[0, sel], b[0, alive])
+        yy1 = torch.maximum(b[1, sel], b[1, alive])
+        w = torch.minimum(b[2, sel], b[2, alive]).sub_(xx1).clamp_(min=0)
+        h = torch.minimum(b[3, sel], b[3, alive]).sub_(yy1).clamp_(min=0)
+        inter = w.mul_(h)
+        iou = inter / (area[sel] + area[alive] - inter)
+        new_s = a_s * _soft_weight(iou, thr, sigma, method)
+        # 3. drop the selected boxes and those below min_score; the survivors keep their layout order
+        stay = (alive != sel) & ~(new_s.double() < min_score)
+        alive = alive[stay]
+        s[alive] = new_s[stay]
+    pos = kept.nonzero().squeeze(1)
+    index = order[pos]  # input indices of the kept boxes
+    by_index = torch.argsort(index)
+    index, score = index[by_index], kept_score[pos[by_index]]
+    rank = torch.sort(score, descending=True, stable=True)[1]  # NaN first; ties keep ascending index
+    keep = index[rank]
+    return torch.cat([boxes[keep], score[rank, None]], dim=1), keep

@@ -52,7 +52,7 @@ def collect_env() -> 'OrderedDict[str, str]':
         if ext.compiled_with_cuda():
             v = ext.cuda_version()
             env['detkit._C CUDA runtime'] = f'{v // 1000}.{v % 1000 // 10}'
-        for op in ('nms', 'batched_nms', 'soft_nms'):
+        for op in ('nms', 'batched_nms', 'soft_nms', 'batched_soft_nms'):
             kernels = [d.upper() for d in ('cpu', 'cuda') if has_kernel(op, d)]
             env[f'detkit::{op} kernels'] = ', '.join(kernels) or 'none'
     return env

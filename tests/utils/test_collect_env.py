@@ -11,3 +11,4 @@ def test_collect_env_reports_the_extension_and_its_kernels():
     assert lines['detkit._C'].endswith('.so'), lines['detkit._C']
     assert lines['detkit::nms kernels'].startswith('CPU')
     assert lines['detkit::soft_nms kernels'] == 'CPU'
+    assert lines['detkit::batched_soft_nms kernels'] == 'CPU'
