@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from detkit.ops import batched_nms
+from detkit.ops import batched_nms, batched_soft_nms
 
 __all__ = ['NMSConfig', 'TestConfig', 'multiclass_nms']
 
@@ -133,7 +133,6 @@ def multiclass_nms(boxes: Tensor, scores: Tensor, labels: Tensor, nms: NMSConfig
         ``(boxes, scores, labels)`` of the kept detections, by descending (decayed, for soft-NMS) score.
     """
     if nms.type == 'soft_nms':
-        from detkit.ops import batched_soft_nms  # TODO(merge): top-level once the op lands
         dets, keep = batched_soft_nms(boxes, scores, labels, iou_threshold=nms.iou_threshold, sigma=nms.sigma,
                                       min_score=nms.min_score, method=nms.method)
         scores = dets[:, 4].to(scores.dtype)
