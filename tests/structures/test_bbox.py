@@ -53,7 +53,7 @@ def test_empty_boxes_give_zero_not_nan():
 
 def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match='mode'):
-        bbox_overlaps(torch.zeros(1, 4), torch.zeros(1, 4), mode='giou')
+        bbox_overlaps(torch.zeros(1, 4), torch.zeros(1, 4), mode='diou')
     with pytest.raises(ValueError, match='bboxes2'):
         bbox_overlaps(torch.zeros(1, 4), torch.zeros(1, 5))
     with pytest.raises(ValueError, match='is_aligned'):
