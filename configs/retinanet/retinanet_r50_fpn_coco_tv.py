@@ -19,8 +19,9 @@
 #   0.05, class-aware NMS at IoU 0.5, the 300 best per image (not 100), no minimum box size.
 #
 # Boxes come back in original-image pixels, as torchvision's transform.postprocess returns them.
-# For inference with torchvision's weights: training and COCO evaluation (80 classes) keep the settings and label
-# space of retinanet_r50_fpn_1x_coco.py.
+# For inference with torchvision's weights (init_detector, inference_detector, tools/demo.py). The datasets, training
+# settings and evaluator are retinanet_r50_fpn_1x_coco.py's, whose CocoMetric maps labels 0..79 to the dataset's 80
+# category ids: evaluating this 91-label model with it is not supported (its labels are COCO category ids).
 _base_ = './retinanet_r50_fpn_1x_coco.py'
 
 model = dict(

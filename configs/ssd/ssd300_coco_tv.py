@@ -18,8 +18,9 @@
 #   over all levels (not 1000 per level), class-aware NMS at IoU 0.45, the 200 best; no minimum box size.
 #
 # Boxes come back in original-image pixels, as torchvision's transform.postprocess returns them.
-# For inference with torchvision's weights: training and COCO evaluation (80 classes, category ids from the
-# dataset) keep the settings and label space of ssd300_coco.py.
+# For inference with torchvision's weights (init_detector, inference_detector, tools/demo.py). The datasets, training
+# settings and evaluator are ssd300_coco.py's, whose CocoMetric maps labels 0..79 to the dataset's 80 category ids:
+# evaluating this 90-label model with it is not supported (its labels are COCO category ids minus 1).
 _base_ = './ssd300_coco.py'
 
 model = dict(
