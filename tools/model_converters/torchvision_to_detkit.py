@@ -58,11 +58,13 @@ def coco_class_names(kind: str, state: dict[str, torch.Tensor]) -> tuple[str, ..
     from torchvision.models.detection import RetinaNet_ResNet50_FPN_Weights, SSD300_VGG16_Weights
 
     if kind == 'ssd300_vgg16':
-        outputs = state['bbox_head.cls_convs.0.weight'].shape[0] // (state['bbox_head.reg_convs.0.weight'].shape[0] // 4)
+        anchors = state['bbox_head.reg_convs.0.weight'].shape[0] // 4
+        outputs = state['bbox_head.cls_convs.0.weight'].shape[0] // anchors
         names = SSD300_VGG16_Weights.COCO_V1.meta['categories']
         return tuple(names[1:]) if outputs == len(names) else None
     if kind == 'retinanet_resnet50_fpn':
-        outputs = state['bbox_head.retina_cls.weight'].shape[0] // (state['bbox_head.retina_reg.weight'].shape[0] // 4)
+        anchors = state['bbox_head.retina_reg.weight'].shape[0] // 4
+        outputs = state['bbox_head.retina_cls.weight'].shape[0] // anchors
         names = RetinaNet_ResNet50_FPN_Weights.COCO_V1.meta['categories']
         return tuple(names) if outputs == len(names) else None
     return None

@@ -118,4 +118,5 @@ class DeltaXYWHBBoxCoder:
 
     def __repr__(self) -> str:
         return (f'{type(self).__name__}(target_means={self.target_means}, target_stds={self.target_stds}, '
-                f'clip_border={self.clip_border}, wh_ratio_clip={self.wh_ratio_clip}, clamp_shrink={self.clamp_shrink})')
+                f'clip_border={self.clip_border}, wh_ratio_clip={self.wh_ratio_clip}, '
+                f'clamp_shrink={self.clamp_shrink})')
