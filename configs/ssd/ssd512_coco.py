@@ -1,6 +1,8 @@
 # SSD512-VGG16 on COCO 2017 (published box AP 28.8 paper / 29.5 mmdet).
 # SSD300's recipe (ssd300_coco.py) at 512x512: one more extra level (32 -> 16 -> 8 -> 4 -> 2 -> 1, a 4x4 last conv)
 # and SSD512's anchors (24564). The pipelines are restated because their size is resolved in the parent file.
+# Test settings are mmdetection 3.x's (configs/ssd/ssd512_coco.py): SSD300's at 512x512 (checked item by item);
+# mmdetection's checkpoints convert with tools/model_converters/mmdet_to_detkit.py.
 _base_ = './ssd300_coco.py'
 input_size = 512
 model = dict(

@@ -1,6 +1,9 @@
 # SSDLite320-MobileNetV2 on COCO 2017, trained from scratch (mmdetection; published box AP 21.3).
 # Recipe: SGD lr 0.015, momentum 0.9, wd 4e-5, batch 24 x 8 GPUs, 500-iteration linear warmup, cosine decay to 0
 # over 120 epochs of train2017 repeated 5 times (600 passes over COCO).
+# Test settings are mmdetection 3.x's (ssdlite_mobilenetv2-scratch_8xb24-600e_coco.py), checked item by item: uint8
+# image resized to 320x320 (cv2 bilinear), RGB, ImageNet mean and std; per level the 1000 best scores above 0.02,
+# NMS 0.45, 200 per image. mmdetection's checkpoints convert with tools/model_converters/mmdet_to_detkit.py.
 _base_ = [
     '../_base_/models/ssdlite_mobilenetv2.py', '../_base_/datasets/coco_detection.py',
     '../_base_/schedules/schedule_2x.py', '../_base_/default_runtime.py'

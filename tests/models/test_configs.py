@@ -36,7 +36,8 @@ def test_the_list_covers_every_family():
     families = {name.split('/')[0] for name in ALL_CONFIGS}
     assert {'ssd', 'retinanet', 'm2det', 'quickstart'} <= families
     for name in ('retinanet/retinanet_r50_fpn_1x_coco.py', 'retinanet/retinanet_r50_fpn_voc0712.py',
-                 'm2det/m2det320_vgg_coco.py', 'm2det/m2det512_vgg_voc0712.py', 'm2det/m2det320_r50_coco.py'):
+                 'retinanet/retinanet_r50_fpn_coco_tv.py', 'ssd/ssd300_coco_tv.py', 'm2det/m2det320_vgg_coco.py',
+                 'm2det/m2det512_vgg_coco.py', 'm2det/m2det512_vgg_voc0712.py', 'm2det/m2det320_r50_coco.py'):
         assert name in ALL_CONFIGS
 
 
@@ -97,6 +98,7 @@ def test_datasets_are_complete_and_resize_to_the_anchor_size(name):
     ('retinanet/retinanet_r50_fpn_1x_coco.py', 640, [57600, 14400, 3600, 900, 225]),
     ('m2det/m2det320_vgg_coco.py', 320, [9600, 2400, 600, 150, 54, 6]),
     ('m2det/m2det512_vgg_voc0712.py', 512, [24576, 6144, 1536, 384, 96, 24]),
+    ('m2det/m2det512_vgg_coco.py', 512, [24576, 6144, 1536, 384, 96, 24]),
 ])
 def test_anchor_counts(name, size, anchors):
     cfg = load_config(CONFIGS / name)
@@ -107,17 +109,26 @@ def test_anchor_counts(name, size, anchors):
 
 
 def test_retinanet_torchvision_layout_parameters():
-    """P6/P7 from P5, 91 classes: torchvision's retinanet_resnet50_fpn built without weights (plain batch norms; its
-    model card's 34,014,999 counts a pretrained model, whose frozen batch norms hold weight and bias as buffers)."""
+    """retinanet_r50_fpn_coco_tv.py states torchvision's layout (P6/P7 from P5, 91 classes): torchvision's
+    retinanet_resnet50_fpn built without weights (plain batch norms; its model card's 34,014,999 counts a pretrained
+    model, whose frozen batch norms hold weight and bias as buffers)."""
     import torchvision
 
-    cfg = load_config(CONFIGS / 'retinanet/retinanet_r50_fpn_1x_coco.py', {
-        'model.backbone.out_indices': (1, 2, 3), 'model.neck.start_level': 0,
-        'model.neck.add_extra_convs': 'on_output', 'model.neck.relu_before_extra_convs': True,
-        'model.bbox_head.num_classes': 91})
-    ours = num_params(MODELS.build(cfg.model))
+    ours = MODELS.build(load_config(CONFIGS / 'retinanet/retinanet_r50_fpn_coco_tv.py').model)
     tv = torchvision.models.detection.retinanet_resnet50_fpn(weights=None, weights_backbone=None, num_classes=91)
-    assert ours == num_params(tv) == 34_068_119
+    assert num_params(ours) == num_params(tv) == 34_068_119
+    t = ours.test_cfg  # torchvision's postprocess_detections
+    assert (t.score_thr, t.nms_pre, t.nms.iou_threshold, t.max_per_img, t.min_bbox_size) == (0.05, 1000, 0.5, 300, -1)
+
+
+def test_ssd300_torchvision_layout_parameters():
+    """ssd300_coco_tv.py: torchvision's ssd300_vgg16 with its 91 classes (35,641,826 parameters) and its
+    post-processing."""
+    ours = MODELS.build(load_config(CONFIGS / 'ssd/ssd300_coco_tv.py').model)
+    assert num_params(ours) == 35_641_826
+    t = ours.test_cfg
+    assert (t.score_thr, t.nms_pre, t.nms_pre_per_class, t.nms.iou_threshold, t.max_per_img, t.min_bbox_size) == \
+        (0.01, 0, 400, 0.45, 200, -1)
 
 
 def test_m2det320_vgg_parameters():

@@ -38,3 +38,31 @@ def test_frozen_stages():
 def test_bad_out_indices():
     with pytest.raises(ValueError, match='out_indices'):
         MobileNetV2(out_indices=(8,))
+
+
+def test_torchvision_weights_give_torchvision_features(tmp_path):
+    """convert_torchvision_mobilenet_v2: torchvision's mobilenet_v2 weights (random, non-trivial batch norms) give
+    the outputs of torchvision's own layers: features[:14] is layer5's output, features[:19] conv2's."""
+    torch.manual_seed(0)
+    tv = torchvision.models.mobilenet_v2()
+    for m in tv.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+            m.weight.data.uniform_(0.5, 1.5)
+    path = tmp_path / 'mobilenet_v2.pth'
+    torch.save(tv.state_dict(), path)
+    net = MODELS.build(dict(type='MobileNetV2', out_indices=(4, 7), pretrained=str(path))).eval()
+    tv.eval()
+    x = torch.randn(1, 3, 96, 96)
+    c5, c7 = net(x)
+    with torch.no_grad():
+        torch.testing.assert_close(c5, tv.features[:14](x), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(c7, tv.features(x), rtol=1e-4, atol=1e-5)
+
+
+def test_torchvision_converter_names_unknown_keys():
+    from detkit.models.utils.weights import convert_torchvision_mobilenet_v2
+
+    with pytest.raises(ValueError, match="'features.19.0.weight'"):
+        convert_torchvision_mobilenet_v2({'features.19.0.weight': torch.zeros(1)})

@@ -44,7 +44,8 @@ def built():
 
 
 def test_all_configs_are_tested():
-    assert sorted(p.name for p in CONFIGS.glob('*.py')) == sorted(EXPECTED)
+    # the _tv configs run torchvision's weights with torchvision's settings: tests/apis/test_torchvision_equivalence.py
+    assert sorted(p.name for p in CONFIGS.glob('*.py') if not p.stem.endswith('_tv')) == sorted(EXPECTED)
 
 
 @pytest.mark.parametrize('name', sorted(EXPECTED))

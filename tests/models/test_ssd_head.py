@@ -197,3 +197,43 @@ def test_depthwise_head():
     assert pw.kernel_size == (1, 1) and pw.out_channels == 12
     cls_scores, _ = head(feats())
     assert cls_scores[1].shape == (2, 12, 1, 1)
+
+
+def test_predict_equals_torchvision_ssd_postprocess():
+    """nms_pre_per_class reproduces torchvision's SSD post-processing: per class, the scores above the threshold,
+    the best topk_candidates of them over all levels, class-aware NMS, the best detections_per_img."""
+    from torchvision.models.detection import _utils as det_utils
+    from torchvision.models.detection.ssd import SSD
+
+    num_classes = 6
+    head = MODELS.build(dict(
+        type='SSDHead', num_classes=num_classes, in_channels=(8, 16),
+        anchor_generator=dict(type='SSDAnchorGenerator', input_size=64, strides=[8, 16], ratios=[[2, 3], [2]],
+                              min_sizes=[8, 24], max_sizes=[24, 48])))
+    g = torch.Generator().manual_seed(5)
+    cls_scores = [torch.randn(2, 6 * (num_classes + 1), 8, 8, generator=g) * 2,
+                  torch.randn(2, 4 * (num_classes + 1), 4, 4, generator=g) * 2]
+    bbox_preds = [torch.randn(2, 24, 8, 8, generator=g), torch.randn(2, 16, 4, 4, generator=g)]
+    anchors = torch.cat(head.anchors(cls_scores))
+    tv = SSD.__new__(SSD)  # only its post-processing
+    torch.nn.Module.__init__(tv)
+    tv.box_coder = det_utils.BoxCoder(weights=(10.0, 10.0, 5.0, 5.0))
+    tv.score_thresh, tv.topk_candidates, tv.nms_thresh, tv.detections_per_img = 0.2, 30, 0.45, 60
+    logits = flatten_levels(cls_scores, num_classes + 1)  # (N, A, 7), background last
+    tv_logits = torch.cat([logits[..., -1:], logits[..., :-1]], dim=-1)  # torchvision: background first
+    expected = tv.postprocess_detections(
+        {'cls_logits': tv_logits, 'bbox_regression': flatten_levels(bbox_preds, 4)}, [anchors, anchors],
+        [(64, 64), (64, 60)])
+    cfg = dict(score_thr=0.2, nms_pre=0, nms_pre_per_class=30, min_bbox_size=-1,
+               nms=dict(type='nms', iou_threshold=0.45), max_per_img=60)
+    got = head.predict(cls_scores, bbox_preds, [{'img_shape': (64, 64)}, {'img_shape': (64, 60)}], rescale=False,
+                       test_cfg=cfg)
+    for g_, e in zip(got, expected):
+        assert len(e['boxes']) == 60  # the per-image cap is reached, so the per-class cap decided what competed
+        torch.testing.assert_close(g_['labels'] + 1, e['labels'])
+        torch.testing.assert_close(g_['scores'], e['scores'])
+        torch.testing.assert_close(g_['boxes'], e['boxes'], rtol=0, atol=1e-4)
+    # without the per-class cap (all candidates of the level) the detections differ
+    unlimited = head.predict(cls_scores, bbox_preds, [{'img_shape': (64, 64)}] * 2, rescale=False,
+                             test_cfg=dict(cfg, nms_pre_per_class=0))
+    assert not torch.equal(unlimited[0]['scores'], expected[0]['scores'])

@@ -71,3 +71,66 @@ def test_converter_script(tmp_path, torchvision_ssd300):
     state = torch.load(dst, weights_only=True)['state_dict']
     assert state['bbox_head.cls_convs.0.weight'].shape == (4 * 21, 512, 3, 3)
     assert 'backbone.l2_norm.weight' in state
+
+
+# ------------------------------------------------------------------------------- torchvision://NAME (item 4)
+def torchvision_file_name(name: str) -> str:
+    """The file name torchvision downloads NAME's ImageNet weights to (read from its URL, no network)."""
+    import os
+
+    import torchvision
+
+    return os.path.basename(torchvision.models.get_model_weights(name).IMAGENET1K_V1.url)
+
+
+@pytest.fixture
+def torch_home(tmp_path, monkeypatch):
+    """An empty torch hub cache ($TORCH_HOME) for the test."""
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch_home'))
+    checkpoints = tmp_path / 'torch_home' / 'hub' / 'checkpoints'
+    checkpoints.mkdir(parents=True)
+    return checkpoints
+
+
+@pytest.mark.parametrize('name, backbone, tv_key, our_key', [
+    ('resnet18', dict(type='ResNet', depth=18), 'layer4.1.conv2.weight', 'layer4.1.conv2.weight'),
+    ('vgg16', dict(type='SSDVGG'), 'features.28.weight', 'features.28.weight'),  # conv5_3
+    ('mobilenet_v2', dict(type='MobileNetV2', out_indices=(4, 7)), 'features.18.0.weight', 'conv2.conv.weight'),
+])
+def test_torchvision_uri_loads_from_the_hub_cache(torch_home, name, backbone, tv_key, our_key):
+    """A torchvision state dict saved where torchvision would download it loads through 'torchvision://NAME'."""
+    import torchvision
+
+    torch.manual_seed(0)
+    tv_state = getattr(torchvision.models, name)().state_dict()
+    assert torchvision_file_name(name).startswith(name + '-')
+    torch.save(tv_state, torch_home / torchvision_file_name(name))
+    model = MODELS.build(dict(backbone, init_cfg=dict(type='Pretrained', checkpoint=f'torchvision://{name}')))
+    assert torch.equal(model.state_dict()[our_key], tv_state[tv_key])
+    model = MODELS.build(dict(backbone, pretrained=f'torchvision://{name}'))  # the same spelling for pretrained=
+    assert torch.equal(model.state_dict()[our_key], tv_state[tv_key])
+
+
+def test_missing_torchvision_file_says_what_to_put_where(torch_home):
+    import re
+
+    path = torch_home / 'resnet50-0676ba61.pth'
+    url = 'https://download.pytorch.org/models/resnet50-0676ba61.pth'
+    assert torchvision_file_name('resnet50') == path.name
+    with pytest.raises(FileNotFoundError) as info:
+        MODELS.build(dict(type='ResNet', depth=50,
+                          init_cfg=dict(type='Pretrained', checkpoint='torchvision://resnet50')))
+    message = str(info.value)
+    assert url in message and str(path) in message and 'pretrained=PATH' in message
+    assert re.search('never downloads', message)
+
+
+def test_torchvision_uri_of_another_network_is_refused(torch_home):
+    from detkit.models.utils.weights import torchvision_weight_path
+
+    with pytest.raises(ValueError, match=r"ResNet\(depth=50\).*torchvision://resnet18.*torchvision://resnet50"):
+        MODELS.build(dict(type='ResNet', depth=50, pretrained='torchvision://resnet18'))
+    with pytest.raises(ValueError, match='torchvision://vgg16'):
+        MODELS.build(dict(type='SSDVGG', pretrained='torchvision://mobilenet_v2'))
+    with pytest.raises(ValueError, match="'torchvision://resnext50'"):
+        torchvision_weight_path('torchvision://resnext50')

@@ -73,6 +73,29 @@ def test_bad_arguments_are_named():
         AnchorGenerator([8, 16], ratios=[1.0], scales=[1.0]).grid_priors([(2, 2)])
 
 
+def test_torchvision_retinanet_anchors_exactly():
+    """torchvision's RetinaNet anchors (its own AnchorGenerator) at a padded 800x1088 input: sizes truncated to whole
+    pixels, corners rounded, and strides image_size // grid_size (61 and 114 rows on P6 and P7, not 64 and 128)."""
+    from torchvision.models.detection.image_list import ImageList
+    from torchvision.models.detection.retinanet import _default_anchorgen
+
+    sizes = [(100, 136), (50, 68), (25, 34), (13, 17), (7, 9)]  # P3-P7 of 800x1088 (P6, P7: stride-2 convs)
+    feats = [torch.zeros(1, 1, h, w) for h, w in sizes]
+    tv = _default_anchorgen()(ImageList(torch.zeros(1, 3, 800, 1088), [(800, 1066)]), feats)[0]
+    gen = TASK_UTILS.build(dict(RETINA, size_rounding='floor', round_base_anchors=True, strides_from_input=True))
+    ours = torch.cat(gen.grid_priors(sizes))
+    assert torch.equal(ours, tv)
+    # P6: rows 61 pixels apart, columns 64
+    p6 = gen.grid_priors(sizes)[3].reshape(13, 17, 9, 4)
+    assert p6[1, 0, 0, 1] - p6[0, 0, 0, 1] == 61 and p6[0, 1, 0, 0] - p6[0, 0, 0, 0] == 64
+    # mmdetection's anchors (exact sizes, unrounded, strides 8..128) differ by up to tens of pixels
+    assert (torch.cat(TASK_UTILS.build(RETINA).grid_priors(sizes)) - tv).abs().max() > 50
+    with pytest.raises(ValueError, match='size_rounding'):
+        AnchorGenerator([8], ratios=[1.0], scales=[1.0], size_rounding='ceil')
+    with pytest.raises(ValueError, match='strides_from_input'):
+        AnchorGenerator([8], ratios=[1.0], scales=[1.0], strides_from_input=True, input_size=64)
+
+
 def m2det_prior_box(size: int, steps, pattern) -> torch.Tensor:
     """M2Det's PriorBox (clip=True) as published: normalised (cx, cy, w, h), clamped to [0, 1], in pixels."""
     min_sizes = [round(x * size, 2) for x in pattern[:-1]]

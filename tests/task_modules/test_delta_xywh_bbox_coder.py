@@ -44,6 +44,22 @@ def test_decode_clamps_log_size_ratio():
                                                    5 + 5 * math.exp(max_ratio), 5 + 0.08]]))
 
 
+def test_decode_without_shrink_clamp_is_torchvision_box_coder():
+    """clamp_shrink=False: torchvision's BoxCoder.decode_single (SSD's weights 10, 10, 5, 5), which clamps dw and dh
+    from above only, so a strongly negative dh shrinks a box to a sliver instead of 1/62.5 of its prior."""
+    from torchvision.models.detection._utils import BoxCoder
+
+    g = torch.Generator().manual_seed(1)
+    priors = torch.rand(200, 2, generator=g) * 200
+    priors = torch.cat([priors, priors + torch.rand(200, 2, generator=g) * 100 + 4], 1)
+    deltas = torch.randn(200, 4, generator=g) * 15  # dw, dh = 0.2 * delta reach far beyond +-4.14
+    expected = BoxCoder(weights=(10.0, 10.0, 5.0, 5.0)).decode_single(deltas, priors)
+    ours = DeltaXYWHBBoxCoder(target_stds=SSD_STDS, clamp_shrink=False).decode(priors, deltas)
+    torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-3)
+    clamped = DeltaXYWHBBoxCoder(target_stds=SSD_STDS).decode(priors, deltas)
+    assert (clamped - expected).abs().max() > 0.5
+
+
 def test_decode_clips_to_max_shape_and_broadcasts():
     coder = DeltaXYWHBBoxCoder(target_stds=SSD_STDS)
     priors = torch.tensor([[-10., -10., 30., 30.], [80., 40., 120., 60.]])  # (A, 4)

@@ -107,6 +107,22 @@ def test_same_boxes_as_torchvision_default_box_generator():
     torch.testing.assert_close(torch.cat(gen.grid_priors(gen.featmap_sizes)), tv_anchors, rtol=0, atol=1e-3)
 
 
+def test_clipped_like_torchvision_ssd300_vgg16():
+    # ssd300_vgg16's own generator clips (cx, cy, w, h) widths and heights to the image: clip_size, as the _tv config
+    tv = DefaultBoxGenerator(SSD300_RATIOS, scales=[0.07, 0.15, 0.33, 0.51, 0.69, 0.87, 1.05], steps=SSD300_STRIDES)
+    assert tv.clip
+    gen = SSDAnchorGenerator(SSD300_STRIDES, SSD300_RATIOS, input_size=300,
+                             size_pattern=[0.07, 0.15, 0.33, 0.51, 0.69, 0.87, 1.05], clip_size=True)
+    feats = [torch.zeros(1, 1, h, w) for h, w in gen.featmap_sizes]
+    tv_anchors = tv(ImageList(torch.zeros(1, 3, 300, 300), [(300, 300)]), feats)[0]
+    ours = torch.cat(gen.grid_priors(gen.featmap_sizes))
+    torch.testing.assert_close(ours, tv_anchors, rtol=0, atol=1e-3)
+    # the clip matters on the coarse levels: the last level's sqrt(261 * 315) = 286.7 square fits, its 2:1 box
+    # (369 x 185) does not
+    assert (ours[-4:, 2] - ours[-4:, 0]).max() == 300
+    assert (torch.cat(ssd300().grid_priors(gen.featmap_sizes)) - tv_anchors).abs().max() > 30
+
+
 def test_wrong_featmap_sizes_name_expected_and_actual():
     gen = ssd300()
     sizes_512 = [(64, 64), (32, 32), (16, 16), (8, 8), (6, 6), (4, 4)]

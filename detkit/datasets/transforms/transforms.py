@@ -270,15 +270,36 @@ _INTERPOLATION = {
 }
 
 
-def rescale_size(w: int, h: int, scale: tuple[int, int]) -> tuple[int, int]:
+_SIZE_ROUNDING = ('half_up', 'floor')
+
+
+def _round_size(value: float, rounding: str) -> int:
+    """A scaled side length in whole pixels: ``'half_up'`` (mmcv) or ``'floor'`` (torch ``interpolate``)."""
+    return int(value + 0.5) if rounding == 'half_up' else math.floor(value)
+
+
+def rescale_size(w: int, h: int, scale: tuple[int, int], rounding: str = 'half_up') -> tuple[int, int]:
     """Keep-ratio target size: as large as possible with the long side <= max(scale), short side <= min(scale).
 
+    The factor is ``min(max(scale) / long side, min(scale) / short side)``, computed in Python floats exactly as
+    mmcv and torchvision compute it, so that the rounding below is theirs to the last bit.
+
+    Args:
+        w: width of the image to resize.
+        h: height of the image to resize.
+        scale: ``(w, h)`` to fit (the order does not matter, only the long and short edges).
+        rounding: ``'half_up'`` rounds ``side * factor`` half up (mmcv's ``rescale_size``: 640x480 to fit 1333x800
+            gives 1067x800); ``'floor'`` truncates it, as torchvision's ``GeneralizedRCNNTransform`` does through
+            ``F.interpolate(scale_factor=..., recompute_scale_factor=True)`` (1066x800).
+
     Returns:
-        ``(new_w, new_h)``, rounded half up (mmcv's ``rescale_size``).
+        ``(new_w, new_h)``.
     """
+    if rounding not in _SIZE_ROUNDING:
+        raise ValueError(f'rescale_size: rounding must be one of {_SIZE_ROUNDING}, got {rounding!r}')
     long_edge, short_edge = max(scale), min(scale)
     factor = min(long_edge / max(h, w), short_edge / min(h, w))
-    return int(w * factor + 0.5), int(h * factor + 0.5)
+    return _round_size(w * factor, rounding), _round_size(h * factor, rounding)
 
 
 @TRANSFORMS.register_module()
@@ -294,15 +315,25 @@ class Resize:
         scale_factor: resize by this factor (float or ``(fx, fy)``) instead of to ``scale``.
         keep_ratio: keep the aspect ratio (see ``scale``).
         clip_object_border: clip boxes to the resized image.
-        interpolation: ``'nearest'``, ``'bilinear'``, ``'bicubic'``, ``'area'`` or ``'lanczos'``.
+        interpolation: ``'nearest'``, ``'bilinear'``, ``'bicubic'``, ``'area'`` or ``'lanczos'``. OpenCV's
+            bilinear resize of a float32 image is torch's ``interpolate(mode='bilinear', align_corners=False)``
+            to ~1e-4 grey levels; of a uint8 image it rounds every pixel to an integer (up to 0.5 grey levels
+            off). Load with ``LoadImageFromFile(to_float32=True)`` to resize floats.
+        size_rounding: how a scaled side becomes whole pixels when the size is computed (``keep_ratio`` or
+            ``scale_factor``): ``'half_up'`` (mmcv, mmdetection) or ``'floor'`` (torchvision's detection
+            transform); see :func:`rescale_size`.
     """
 
     def __init__(self, scale: int | Sequence[int] | None = None, scale_factor: float | Sequence[float] | None = None,
-                 keep_ratio: bool = False, clip_object_border: bool = True, interpolation: str = 'bilinear') -> None:
+                 keep_ratio: bool = False, clip_object_border: bool = True, interpolation: str = 'bilinear',
+                 size_rounding: str = 'half_up') -> None:
         if (scale is None) == (scale_factor is None):
             raise ValueError('Resize: give exactly one of scale=(w, h) and scale_factor')
         if interpolation not in _INTERPOLATION:
             raise ValueError(f'Resize: interpolation must be one of {sorted(_INTERPOLATION)}, got {interpolation!r}')
+        if size_rounding not in _SIZE_ROUNDING:
+            raise ValueError(f'Resize: size_rounding must be one of {_SIZE_ROUNDING}, got {size_rounding!r}')
+        self.size_rounding = size_rounding
         if isinstance(scale, int):
             scale = (scale, scale)
         self.scale = tuple(int(s) for s in scale) if scale is not None else None
@@ -315,11 +346,11 @@ class Resize:
 
     def _target_size(self, w: int, h: int) -> tuple[int, int]:
         if self.scale is not None:
-            return rescale_size(w, h, self.scale) if self.keep_ratio else self.scale
+            return rescale_size(w, h, self.scale, self.size_rounding) if self.keep_ratio else self.scale
         fx, fy = self.scale_factor
         if self.keep_ratio:
             fy = fx
-        return int(w * fx + 0.5), int(h * fy + 0.5)
+        return _round_size(w * fx, self.size_rounding), _round_size(h * fy, self.size_rounding)
 
     def __call__(self, results: dict) -> dict:
         img = results['img']
@@ -342,7 +373,8 @@ class Resize:
 
     def __repr__(self) -> str:
         return (f'Resize(scale={self.scale}, scale_factor={self.scale_factor}, keep_ratio={self.keep_ratio}, '
-                f'clip_object_border={self.clip_object_border}, interpolation={self.interpolation!r})')
+                f'clip_object_border={self.clip_object_border}, interpolation={self.interpolation!r}, '
+                f'size_rounding={self.size_rounding!r})')
 
 
 @TRANSFORMS.register_module()

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 from detkit.registry import MODELS
 
 from ..utils.layers import ConvNormAct, init_norm_constant, make_divisible
+from ..utils.weights import load_pretrained, pretrained_path
 
 __all__ = ['MobileNetV2', 'InvertedResidual']
 
@@ -67,6 +68,10 @@ class MobileNetV2(nn.Module):
         act: ``'relu6'`` (the paper) or ``'relu'``.
         bn_eps: batch norm epsilon (SSDLite: 1e-3).
         bn_momentum: batch norm momentum, PyTorch convention (SSDLite: 0.03).
+        pretrained: path of a local torchvision MobileNetV2 weight file (``mobilenet_v2-b0353104.pth``), or
+            ``'torchvision://mobilenet_v2'`` for the copy in the torch hub cache (width 1.0 only); converted by
+            :func:`~detkit.models.utils.weights.convert_torchvision_mobilenet_v2`. Nothing is downloaded.
+        init_cfg: ``dict(type='Pretrained', checkpoint=PATH)``, the mmdetection spelling of ``pretrained``.
 
     Attributes:
         out_channels: channels of each output, e.g. ``(96, 1280)``.
@@ -76,7 +81,7 @@ class MobileNetV2(nn.Module):
 
     def __init__(self, widen_factor: float = 1.0, out_indices: Sequence[int] = (1, 2, 4, 7), frozen_stages: int = -1,
                  norm_eval: bool = False, act: str = 'relu6', bn_eps: float = 1e-5,
-                 bn_momentum: float = 0.1) -> None:
+                 bn_momentum: float = 0.1, pretrained: str | None = None, init_cfg: dict | None = None) -> None:
         super().__init__()
         if widen_factor <= 0:
             raise ValueError(f'widen_factor must be positive, got {widen_factor}')
@@ -113,16 +118,21 @@ class MobileNetV2(nn.Module):
             self.index_strides[i] = stride
         self.index_strides[7] = stride  # conv2 is 1x1
         self.out_strides = tuple(self.index_strides[i] for i in out_indices)
+        self.pretrained = pretrained_path(pretrained, init_cfg, 'MobileNetV2',
+                                          torchvision_names=('mobilenet_v2',) if widen_factor == 1.0 else ())
         self.init_weights()
 
     def init_weights(self) -> None:
-        """Truncated-normal convs (std 0.03, as mmdetection's from-scratch SSDLite), unit batch norms."""
+        """Truncated-normal convs (std 0.03, as mmdetection's from-scratch SSDLite), unit batch norms, then the
+        pretrained file if any."""
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.trunc_normal_(m.weight, std=0.03, a=-0.06, b=0.06)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
         init_norm_constant(self)
+        if self.pretrained is not None:
+            load_pretrained(self, self.pretrained, converter='mobilenet_v2')
         self._freeze_stages()
 
     def _freeze_stages(self) -> None:

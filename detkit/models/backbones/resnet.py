@@ -94,7 +94,9 @@ class ResNet(nn.Module):
         base_channels: width of the stem and of the first stage (each later stage doubles it); 64 is the standard
             network, the only width torchvision weights fit. A narrower one (e.g. 32, about a quarter of the
             FLOPs) suits training from scratch on a CPU.
-        pretrained: path of a local torchvision ResNet weight file (e.g. ``resnet50-0676ba61.pth``).
+        pretrained: path of a local torchvision ResNet weight file (e.g. ``resnet50-0676ba61.pth``), or
+            ``'torchvision://resnet50'`` (the depth's name) for the copy in the torch hub cache; nothing is
+            downloaded (:func:`~detkit.models.utils.weights.torchvision_weight_path`).
         init_cfg: ``dict(type='Pretrained', checkpoint=PATH)``, the mmdetection spelling of ``pretrained``.
 
     Attributes:
@@ -146,7 +148,8 @@ class ResNet(nn.Module):
             stride *= strides[i]
             self.index_strides[i] = stride
         self.out_strides = tuple(self.index_strides[i] for i in out_indices)
-        self.pretrained = pretrained_path(pretrained, init_cfg, 'ResNet')
+        self.pretrained = pretrained_path(pretrained, init_cfg, f'ResNet(depth={depth})',
+                                          torchvision_names=(f'resnet{depth}',) if base_channels == 64 else ())
         self.init_weights()
 
     @staticmethod

@@ -61,7 +61,8 @@ class SSDVGG(nn.Module):
             normalisation.
         widen_factor: multiplies every channel count (1.0 is VGG16; smaller values make tiny models for tests).
         pretrained: path of a local torchvision VGG16 weight file (``vgg16-397923af.pth`` or a checkpoint holding
-            it) loaded into conv1_1..conv5_3; fc6 and fc7 keep their initialisation. Nothing is downloaded.
+            it) loaded into conv1_1..conv5_3, or ``'torchvision://vgg16'`` for the copy in the torch hub cache; fc6
+            and fc7 keep their initialisation. Nothing is downloaded.
         init_cfg: ``dict(type='Pretrained', checkpoint=PATH)``, the mmdetection spelling of ``pretrained``.
 
     Attributes:
@@ -115,7 +116,8 @@ class SSDVGG(nn.Module):
             self.index_strides[i] = stride
         self.out_strides = tuple(self.index_strides[i] for i in out_indices)
         self.l2_norm = L2Norm(self.out_channels[0], l2_norm_scale) if l2_norm_scale is not None else None
-        self.pretrained = pretrained_path(pretrained, init_cfg, 'SSDVGG')
+        self.pretrained = pretrained_path(pretrained, init_cfg, 'SSDVGG',
+                                          torchvision_names=('vgg16',) if widen_factor == 1.0 else ())
         self.init_weights()
 
     def init_weights(self) -> None:

@@ -74,9 +74,10 @@ class SingleStageDetector(nn.Module):
         train_cfg: training-only arguments of the head, e.g. ``dict(assigner=dict(type='MaxIoUAssigner', ...),
             neg_pos_ratio=3, smoothl1_beta=1.0)``; they are passed to the head's constructor by name.
         test_cfg: post-processing (:class:`~detkit.models.utils.postprocess.TestConfig`): ``score_thr``,
-            ``nms_pre``, ``min_bbox_size``, ``nms=dict(type='nms', iou_threshold=...)`` or ``nms=dict(type='soft_nms',
-            method='linear'|'gaussian', sigma=..., iou_threshold=..., min_score=...)``, ``max_per_class``,
-            ``max_per_img``. Keys left out keep the head's ``default_test_cfg`` (its paper's setting).
+            ``nms_pre``, ``nms_pre_per_class``, ``min_bbox_size``, ``nms=dict(type='nms', iou_threshold=...)`` or
+            ``nms=dict(type='soft_nms', method='linear'|'gaussian', sigma=..., iou_threshold=..., min_score=...)``,
+            ``max_per_class``, ``max_per_img``. Keys left out keep the head's ``default_test_cfg`` (its paper's
+            setting).
         check_input_size: the input size (``(h, w)``) at which :func:`check_feature_maps` runs the network on
             shape-only tensors when it is built, so that a backbone, neck and anchors that do not fit together fail
             then, naming the mismatch; default the anchors' input size, or 640x640 for anchors that fit any size.

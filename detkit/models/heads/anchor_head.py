@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from detkit.registry import MODELS, TASK_UTILS, build_if_config
 
-from ..utils.postprocess import TestConfig, multiclass_nms
+from ..utils.postprocess import TestConfig, multiclass_nms, top_k_per_class
 
 __all__ = ['AnchorHead', 'AnchorTargets', 'flatten_levels']
 
@@ -200,9 +200,10 @@ class AnchorHead(nn.Module):
         """Detections of every image, post-processed with ``test_cfg``.
 
         Per image and level, the (anchor, class) pairs scoring above ``score_thr`` are kept, at most the
-        ``nms_pre`` best (per level, as mmdetection and torchvision); their boxes are decoded and clipped to the
-        input image (``img_shape``); with ``rescale`` they are mapped to the original image and clipped to it;
-        boxes not wider and taller than ``min_bbox_size`` go; then class-aware NMS (or soft-NMS), at most
+        ``nms_pre`` best (per level, as mmdetection and torchvision's RetinaNet); their boxes are decoded and clipped
+        to the input image (``img_shape``); with ``nms_pre_per_class`` only the best of each class over all levels
+        stay (torchvision's SSD); with ``rescale`` they are mapped to the original image and clipped to it; boxes
+        not wider and taller than ``min_bbox_size`` go; then class-aware NMS (or soft-NMS), at most
         ``max_per_class`` per class and the best ``max_per_img``.
 
         Args:
@@ -246,6 +247,9 @@ class AnchorHead(nn.Module):
                 box_scores.append(cand_scores)
                 labels.append(cls)
             boxes, box_scores, labels = torch.cat(boxes), torch.cat(box_scores), torch.cat(labels)
+            if cfg.nms_pre_per_class > 0:
+                keep = top_k_per_class(box_scores, labels, cfg.nms_pre_per_class)
+                boxes, box_scores, labels = boxes[keep], box_scores[keep], labels[keep]
             if rescale:
                 boxes = self._to_original(boxes, meta, i)
             if cfg.min_bbox_size >= 0:

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from detkit.ops import batched_nms, batched_soft_nms
 
-__all__ = ['NMSConfig', 'TestConfig', 'multiclass_nms']
+__all__ = ['NMSConfig', 'TestConfig', 'multiclass_nms', 'top_k_per_class']
 
 _NMS_KEYS = {'nms': ('type', 'iou_threshold'),
              'soft_nms': ('type', 'iou_threshold', 'method', 'sigma', 'min_score')}
@@ -72,6 +72,8 @@ class TestConfig:
     Attributes:
         score_thr: (anchor, class) pairs scoring at most this are dropped first.
         nms_pre: the best candidates kept per feature level before NMS (``<= 0``: all).
+        nms_pre_per_class: then the best candidates kept per class, over all levels (``<= 0``: all; torchvision's
+            SSD keeps 400, with ``nms_pre=0``).
         min_bbox_size: boxes must be wider and taller than this, in pixels of the returned image (negative: keep
             even empty boxes).
         nms: :class:`NMSConfig`.
@@ -83,6 +85,7 @@ class TestConfig:
 
     score_thr: float = 0.05
     nms_pre: int = 1000
+    nms_pre_per_class: int = 0
     min_bbox_size: float = 0.0
     nms: NMSConfig = field(default_factory=NMSConfig)
     max_per_class: int = 0
@@ -117,6 +120,37 @@ class TestConfig:
         return out
 
 
+def _rank_within_class(labels: Tensor) -> Tensor:
+    """``Tensor[K]`` int64: how many earlier elements share each element's label (0 for the first of a class).
+
+    A stable sort by label keeps the given order inside each class; each element's position in that sort minus the
+    position of its class's first element is its rank.
+    """
+    by_label = torch.sort(labels, stable=True).indices
+    sorted_labels = labels[by_label]
+    first = torch.searchsorted(sorted_labels, sorted_labels, right=False)
+    rank = torch.empty_like(by_label)
+    rank[by_label] = torch.arange(len(labels), device=labels.device) - first
+    return rank
+
+
+def top_k_per_class(scores: Tensor, labels: Tensor, k: int) -> Tensor:
+    """Indices of the ``k`` best-scoring candidates of every class, class by class (ascending labels), each class
+    by descending score: the order in which torchvision's SSD hands its candidates to NMS.
+
+    Args:
+        scores: ``Tensor[K]`` candidate scores.
+        labels: ``Tensor[K]`` int64 candidate classes.
+        k: candidates kept per class (``> 0``).
+
+    Returns:
+        ``Tensor[K']`` int64 indices into ``scores``.
+    """
+    order = torch.sort(scores, descending=True, stable=True).indices
+    order = order[torch.sort(labels[order], stable=True).indices]  # class-major, by score inside a class
+    return order[_rank_within_class(labels[order]) < k]
+
+
 def multiclass_nms(boxes: Tensor, scores: Tensor, labels: Tensor, nms: NMSConfig, max_per_class: int = 0,
                    max_per_img: int = 100) -> tuple[Tensor, Tensor, Tensor]:
     """Class-aware NMS (hard or soft) of one image's candidates, then the per-class and per-image caps.
@@ -141,14 +175,8 @@ def multiclass_nms(boxes: Tensor, scores: Tensor, labels: Tensor, nms: NMSConfig
         scores = scores[keep]
     boxes, labels = boxes[keep], labels[keep]
     if max_per_class > 0 and len(keep):
-        # rank of every detection within its class (the detections are sorted by score): a stable sort by label
-        # keeps the score order inside each class
-        by_label = torch.sort(labels, stable=True).indices
-        sorted_labels = labels[by_label]
-        first = torch.searchsorted(sorted_labels, sorted_labels, right=False)
-        rank = torch.empty_like(by_label)
-        rank[by_label] = torch.arange(len(labels), device=labels.device) - first
-        ok = rank < max_per_class
+        # the detections are sorted by score, so a detection's rank within its class counts the better ones
+        ok = _rank_within_class(labels) < max_per_class
         boxes, scores, labels = boxes[ok], scores[ok], labels[ok]
     if max_per_img > 0:
         boxes, scores, labels = boxes[:max_per_img], scores[:max_per_img], labels[:max_per_img]

@@ -30,11 +30,14 @@ class DeltaXYWHBBoxCoder:
         wh_ratio_clip: decoded ``dw``/``dh`` are clamped to ``|log(wh_ratio_clip)|`` (``log(1000 / 16)`` ~ 4.14 by
             default), so a box is at most 62.5x its prior's size: an untrained head's large deltas would otherwise
             overflow ``exp`` to ``inf`` boxes.
+        clamp_shrink: clamp ``dw``/``dh`` from below too (``-|log(wh_ratio_clip)|``: a box is at least 1/62.5 of
+            its prior's size), as mmdetection does. torchvision's ``BoxCoder`` clamps only from above, so its boxes
+            may shrink to (nearly) nothing: ``False`` reproduces that (the ``_tv`` configs).
     """
 
     def __init__(self, target_means: Sequence[float] = (0.0, 0.0, 0.0, 0.0),
                  target_stds: Sequence[float] = (1.0, 1.0, 1.0, 1.0), clip_border: bool = True,
-                 wh_ratio_clip: float = 16 / 1000) -> None:
+                 wh_ratio_clip: float = 16 / 1000, clamp_shrink: bool = True) -> None:
         if len(target_means) != 4 or len(target_stds) != 4:
             raise ValueError(f'target_means and target_stds must have 4 values (dx, dy, dw, dh), got '
                              f'{list(target_means)} and {list(target_stds)}')
@@ -47,6 +50,7 @@ class DeltaXYWHBBoxCoder:
         self.clip_border = clip_border
         self.wh_ratio_clip = wh_ratio_clip
         self.max_ratio = abs(math.log(wh_ratio_clip))
+        self.clamp_shrink = bool(clamp_shrink)
 
     def encode(self, priors: Tensor, gt_bboxes: Tensor) -> Tensor:
         """Deltas that take ``priors`` to ``gt_bboxes``.
@@ -93,8 +97,9 @@ class DeltaXYWHBBoxCoder:
         stds = deltas.new_tensor(self.target_stds)
         d = deltas * stds + means
         dx, dy = d[..., 0], d[..., 1]
-        dw = d[..., 2].clamp(min=-self.max_ratio, max=self.max_ratio)
-        dh = d[..., 3].clamp(min=-self.max_ratio, max=self.max_ratio)
+        min_ratio = -self.max_ratio if self.clamp_shrink else None
+        dw = d[..., 2].clamp(min=min_ratio, max=self.max_ratio)
+        dh = d[..., 3].clamp(min=min_ratio, max=self.max_ratio)
         priors = priors.to(deltas.dtype)
         pw = priors[..., 2] - priors[..., 0]
         ph = priors[..., 3] - priors[..., 1]
@@ -113,4 +118,5 @@ class DeltaXYWHBBoxCoder:
 
     def __repr__(self) -> str:
         return (f'{type(self).__name__}(target_means={self.target_means}, target_stds={self.target_stds}, '
-                f'clip_border={self.clip_border}, wh_ratio_clip={self.wh_ratio_clip})')
+                f'clip_border={self.clip_border}, wh_ratio_clip={self.wh_ratio_clip}, '
+                f'clamp_shrink={self.clamp_shrink})')

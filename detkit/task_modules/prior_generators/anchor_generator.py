@@ -51,6 +51,18 @@ class AnchorGenerator:
         input_size: the one input size these anchors are made for (``int`` for a square, or ``(h, w)``), when they
             are tied to it (SSD, M2Det): feature maps of other sizes are then refused with a message naming the
             expected and actual sizes. ``None`` accepts any size.
+        size_rounding: ``'floor'`` truncates each anchor size ``base * scale`` to whole pixels before the ratios
+            are applied, as torchvision's RetinaNet does (``int(32 * 2 ** (1 / 3))``: sizes 32, 40, 50 at stride 8
+            instead of 32, 40.3, 50.8); ``None`` keeps them exact (mmdetection). With ``ratios`` only.
+        round_base_anchors: round the corners of each base anchor, centred on its location, to whole pixels (half
+            to even, as ``torch.round``): torchvision's ``AnchorGenerator`` (``base_anchors.round()``), whose
+            ratio-0.5 anchor of size 32 spans -23 .. 23 by -11 .. 11 rather than -22.6 .. 22.6 by -11.3 .. 11.3.
+        strides_from_input: take each level's stride, per axis, as the input size floor-divided by the level's
+            feature-map size (torchvision's ``image_size // grid_size``) instead of ``strides``. The input size is
+            the first level's feature-map size times its stride, exact when that stride divides the (padded)
+            input, as with ``Pad(size_divisor=32)``. This reproduces a torchvision quirk: at an 800x1088 input the
+            13x17 P6 map gets strides 61 (y) and 64 (x), and its anchors drift from the grid they should sit on
+            whenever the input is not a multiple of the largest stride.
 
     Raises:
         ValueError: naming the argument, for inconsistent lengths, non-positive sizes or strides, or both or
@@ -61,7 +73,8 @@ class AnchorGenerator:
                  scales: Sequence[float] | None = None, octave_base_scale: float | None = None,
                  scales_per_octave: int | None = None, base_sizes: Sequence[float] | None = None,
                  sizes: Sequence[Sequence[Sequence[float]]] | None = None, center_offset: float = 0.0,
-                 input_size: int | Sequence[int] | None = None) -> None:
+                 input_size: int | Sequence[int] | None = None, size_rounding: str | None = None,
+                 round_base_anchors: bool = False, strides_from_input: bool = False) -> None:
         name = type(self).__name__
         if not strides or any(not s > 0 for s in strides):
             raise ValueError(f'{name}: strides must be positive numbers, one per level, got {list(strides)}')
@@ -69,6 +82,17 @@ class AnchorGenerator:
         if not 0 <= center_offset < 1:
             raise ValueError(f'{name}: center_offset must be in [0, 1) (units of the stride), got {center_offset}')
         self.center_offset = float(center_offset)
+        if size_rounding not in (None, 'floor'):
+            raise ValueError(f"{name}: size_rounding must be None or 'floor', got {size_rounding!r}")
+        if size_rounding is not None and sizes is not None:
+            raise ValueError(f'{name}: size_rounding applies to sizes made from ratios and scales, not to explicit '
+                             'sizes (round those in the config)')
+        self.size_rounding = size_rounding
+        self.round_base_anchors = bool(round_base_anchors)
+        self.strides_from_input = bool(strides_from_input)
+        if self.strides_from_input and input_size is not None:
+            raise ValueError(f'{name}: strides_from_input is for anchors that fit any input size; with a fixed '
+                             f'input_size ({input_size!r}) give the strides themselves')
         if sizes is not None:
             if ratios is not None or scales is not None or octave_base_scale is not None or base_sizes is not None:
                 raise ValueError(f'{name}: give either sizes or ratios with scales (or octave_base_scale), not both')
@@ -123,8 +147,11 @@ class AnchorGenerator:
                              f'{list(base_sizes)}')
         wh = []
         for base in base_sizes:
+            sizes = [base * s for s in scales]
+            if self.size_rounding == 'floor':
+                sizes = [float(math.floor(size)) for size in sizes]
             # ratio-major, scale-minor: the order of mmdetection (scale_major=True) and torchvision
-            wh.append([(base * s / math.sqrt(r), base * s * math.sqrt(r)) for r in ratios for s in scales])
+            wh.append([(size / math.sqrt(r), size * math.sqrt(r)) for r in ratios for size in sizes])
         return wh, scales
 
     @property
@@ -154,6 +181,9 @@ class AnchorGenerator:
         """``Tensor[A, 4]`` anchors of location ``(0, 0)`` of ``level``, in the documented order (float64, so that
         the anchors are rounded once, to the dtype asked for)."""
         wh = torch.tensor(self.base_wh[level], dtype=torch.float64)
+        if self.round_base_anchors:
+            # torchvision rounds the anchor centred on 0 and shifts it by whole strides afterwards
+            return torch.cat([-0.5 * wh, 0.5 * wh], dim=1).round() + self.center_offset * self.strides[level]
         center = self.center_offset * self.strides[level]
         return torch.cat([center - 0.5 * wh, center + 0.5 * wh], dim=1)
 
@@ -198,18 +228,28 @@ class AnchorGenerator:
             self._cache.move_to_end(key)
             return cached
         self.check_featmap_sizes(sizes)
-        anchors = [self._single_level(level, size, dtype, torch.device(device)) for level, size in enumerate(sizes)]
+        strides = self._grid_strides(sizes)
+        anchors = [self._single_level(level, size, stride, dtype, torch.device(device))
+                   for level, (size, stride) in enumerate(zip(sizes, strides))]
         self._cache[key] = anchors
         if len(self._cache) > _CACHE_SIZE:
             self._cache.popitem(last=False)
         return anchors
 
-    def _single_level(self, level: int, featmap_size: tuple[int, int], dtype: torch.dtype,
-                      device: torch.device) -> Tensor:
+    def _grid_strides(self, featmap_sizes: Sequence[tuple[int, int]]) -> list[tuple[float, float]]:
+        """``(stride_y, stride_x)`` of every level's grid: ``strides``, or with ``strides_from_input`` the input
+        size (level 0's map times its stride) floor-divided by each level's map size."""
+        if not self.strides_from_input:
+            return [(s, s) for s in self.strides]
+        (h0, w0), s0 = featmap_sizes[0], self.strides[0]
+        input_h, input_w = int(h0 * s0), int(w0 * s0)
+        return [(float(input_h // h), float(input_w // w)) for h, w in featmap_sizes]
+
+    def _single_level(self, level: int, featmap_size: tuple[int, int], stride: tuple[float, float],
+                      dtype: torch.dtype, device: torch.device) -> Tensor:
         h, w = featmap_size
-        stride = self.strides[level]
-        shift_x = torch.arange(w, dtype=torch.float64) * stride
-        shift_y = torch.arange(h, dtype=torch.float64) * stride
+        shift_x = torch.arange(w, dtype=torch.float64) * stride[1]
+        shift_y = torch.arange(h, dtype=torch.float64) * stride[0]
         yy, xx = torch.meshgrid(shift_y, shift_x, indexing='ij')
         shifts = torch.stack([xx, yy, xx, yy], dim=-1).reshape(-1, 1, 4)  # (HW, 1, 4), row-major locations
         anchors = (shifts + self.base_anchors[level][None]).reshape(-1, 4)  # (HW * A, 4)
