@@ -39,12 +39,13 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 import detkit
+from detkit.datasets import find_dataset_attr
 from detkit.registry import MODELS
 
-from .checkpoint import (find_latest_checkpoint, get_rng_state, list_epoch_checkpoints, load_checkpoint,
-                         load_model_weights, save_checkpoint, set_random_seed, set_rng_state, to_checkpoint_safe)
+from .checkpoint import (find_latest_checkpoint, list_epoch_checkpoints, load_checkpoint, load_model_weights,
+                         save_checkpoint, to_checkpoint_safe)
 from .config_check import check_config
-from .data import batch_to_device, build_dataloader, find_dataset_attr
+from .data import batch_to_device, build_dataloader
 from .dist import (all_gather_object, all_reduce_mean, any_across_ranks, barrier, broadcast_object, get_rank,
                    get_world_size, is_distributed)
 from .env import setup_env
@@ -52,6 +53,7 @@ from .evaluator import build_metrics, evaluate, select_main_metric
 from .logger import TrainLogger
 from .optim_wrapper import build_optim_wrapper
 from .optimizers import build_optimizer, scale_lr_by_batch_size
+from .rng import get_rng_state, set_random_seed, set_rng_state
 from .schedulers import build_lr_scheduler
 from .work_dir import BEST_CKPT, WorkDirBusyError, WorkDirLock, tidy_work_dir
 

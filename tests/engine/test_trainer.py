@@ -10,7 +10,6 @@ import torch
 
 from detkit.engine import NonFiniteLossError, Trainer, sum_losses
 from detkit.engine.checkpoint import load_checkpoint, load_model_weights
-from detkit.engine.data import find_dataset_attr
 from detkit.engine.evaluator import select_main_metric
 
 
@@ -98,40 +97,3 @@ def test_sum_losses_accepts_lists_and_rejects_other_values():
     assert total.item() == 1.75 and terms['loss_bbox'].item() == 0.75
     with pytest.raises(TypeError, match='loss_x'):
         sum_losses({'loss_x': 3.0})
-
-
-def test_find_dataset_attr_looks_through_wrappers():
-    class Leaf:
-        def summary(self):
-            return 'ok'
-
-    class Repeat:
-        def __init__(self, dataset):
-            self.dataset = dataset
-
-    class Concat:
-        def __init__(self, datasets):
-            self.datasets = datasets
-
-    a, b = Leaf(), Leaf()
-    assert find_dataset_attr(Repeat(Concat([a, Repeat(b), object()])), 'summary') == [a, b]
-    assert find_dataset_attr(Repeat(object()), 'summary') == []
-
-
-def test_select_main_metric():
-    assert select_main_metric({'voc/AP50': 1, 'voc/mAP': 2}) == 'voc/mAP'
-    assert select_main_metric({'voc/mAP': 1, 'coco/bbox_mAP': 2}) == 'coco/bbox_mAP'
-    assert select_main_metric({'x/recall': 1, 'x/mAP': 2}) == 'x/mAP'
-    assert select_main_metric({'x/recall': 1}) == 'x/recall'
-    with pytest.raises(KeyError, match='voc/mAP'):
-        select_main_metric({'x/recall': 1}, 'voc/mAP')
-
-
-def test_missing_config_keys_are_named(tmp_path):
-    cfg = toy.toy_config(str(tmp_path), train_cfg=dict(val_interval=1))
-    with pytest.raises(KeyError, match='max_epochs'):
-        Trainer(cfg)
-    cfg = toy.toy_config(str(tmp_path))
-    cfg.train_dataloader.batch_sizes = 3
-    with pytest.raises(KeyError, match='batch_sizes'):
-        Trainer(cfg)
