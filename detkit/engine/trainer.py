@@ -49,7 +49,7 @@ from .data import batch_to_device, build_dataloader
 from .dist import (all_gather_object, all_reduce_mean, any_across_ranks, barrier, broadcast_object, get_rank,
                    get_world_size, is_distributed)
 from .env import setup_env
-from .evaluator import build_metrics, evaluate, select_main_metric
+from .evaluator import build_evaluator, evaluate, select_main_metric
 from .logger import TrainLogger
 from .optim_wrapper import build_optim_wrapper
 from .optimizers import build_optimizer, scale_lr_by_batch_size
@@ -220,7 +220,7 @@ class Trainer:
             self.val_loader = build_dataloader(cfg.val_dataloader, train=False, rank=self.rank,
                                                world_size=self.world_size, device_type=self.device.type,
                                                name='val_dataloader')
-            self.metrics = build_metrics(cfg.val_evaluator)
+            self.metrics = build_evaluator(cfg.val_evaluator)
         metainfo = getattr(self.train_loader.dataset, 'metainfo', None) or {}
         self.dataset_meta = to_checkpoint_safe(dict(metainfo))
         self.model.dataset_meta = self.dataset_meta  # class names travel with the model into checkpoints
