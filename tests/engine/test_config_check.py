@@ -52,7 +52,7 @@ def test_keys_nothing_reads_are_errors_before_anything_is_built(tmp_path, option
     cfg = _cfg(tmp_path)
     cfg.merge_from_dict(option)
     with pytest.raises(ConfigKeyError, match=match):
-        Trainer(cfg)
+        Trainer.from_config(cfg)
     assert not list(tmp_path.iterdir())  # refused before the work dir was touched
 
 
@@ -79,13 +79,13 @@ def test_helper_variables_and_supported_mmengine_keys_are_accepted(tmp_path):
                              norm_decay_mult=0.0, bias_decay_mult=0.0, bias_lr_mult=2.0, dwconv_decay_mult=0.0,
                              flat_decay_mult=0.0, custom_keys={'cls_conv': dict(lr_mult=0.1, decay_mult=0.0)})})
     check_config(cfg)
-    trainer = Trainer(cfg)
+    trainer = Trainer.from_config(cfg)
     assert logging.getLogger('detkit').level == logging.DEBUG  # log_level is honoured, not ignored
     trainer.close()
     cfg.log_level = 'LOUD'
     with pytest.raises(ValueError, match="log_level must be one of .* got 'LOUD'"):
         check_config(cfg)
-    Trainer(_cfg(tmp_path)).close()  # the next run logs at INFO again
+    Trainer.from_config(_cfg(tmp_path)).close()  # the next run logs at INFO again
     assert logging.getLogger('detkit').level == logging.INFO
 
 

@@ -69,7 +69,7 @@ def test_linear_lr_scaling_rule():
 
 def test_trainer_auto_scale_lr_uses_the_total_batch(tmp_path):
     cfg = toy.toy_config(str(tmp_path), auto_scale_lr=dict(enable=True, base_batch_size=8))
-    trainer = Trainer(cfg)
+    trainer = Trainer.from_config(cfg)
     # batch 2 x 1 process against a base of 8: lr 0.02 -> 0.005; the config itself is left alone
     assert trainer.lr_scheduler.base_lrs == pytest.approx([0.005])
     assert cfg.optim_wrapper.optimizer.lr == 0.02
