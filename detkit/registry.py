@@ -24,8 +24,8 @@ from typing import Any
 from mmengine.registry import Registry as _MMRegistry
 
 __all__ = [
-    'Registry', 'build_if_config', 'MODELS', 'TASK_UTILS', 'DATASETS', 'TRANSFORMS', 'DATA_SAMPLERS', 'METRICS', 'OPTIMIZERS',
-    'PARAM_SCHEDULERS', 'HOOKS'
+    'Registry', 'build_if_config', 'MODELS', 'TASK_UTILS', 'DATASETS', 'TRANSFORMS', 'METRICS', 'OPTIMIZERS',
+    'PARAM_SCHEDULERS'
 ]
 
 
@@ -92,19 +92,15 @@ def _registry(name: str, locations: list[str]) -> Registry:
 
 #: backbones, necks, heads, detectors and losses
 MODELS = _registry('model', ['detkit.models'])
-#: anchor (prior) generators, assigners, samplers and box coders
+#: anchor (prior) generators, assigners and box coders
 TASK_UTILS = _registry('task util', ['detkit.task_modules'])
 #: datasets and dataset wrappers
 DATASETS = _registry('dataset', ['detkit.datasets'])
 #: data transforms used in pipelines
 TRANSFORMS = _registry('transform', ['detkit.datasets.transforms'])
-#: samplers for data loaders
-DATA_SAMPLERS = _registry('data sampler', ['detkit.datasets'])
 #: evaluation metrics
 METRICS = _registry('metric', ['detkit.evaluation'])
 #: optimizers (the torch.optim ones are registered by the engine)
 OPTIMIZERS = _registry('optimizer', ['detkit.engine'])
-#: learning-rate schedulers
+#: learning-rate schedules
 PARAM_SCHEDULERS = _registry('parameter scheduler', ['detkit.engine'])
-#: training hooks
-HOOKS = _registry('hook', ['detkit.engine'])

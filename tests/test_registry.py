@@ -2,7 +2,8 @@
 import pytest
 from torch import nn
 
-from detkit.registry import (DATASETS, HOOKS, METRICS, MODELS, OPTIMIZERS, PARAM_SCHEDULERS, TASK_UTILS, TRANSFORMS,
+import detkit.registry
+from detkit.registry import (DATASETS, METRICS, MODELS, OPTIMIZERS, PARAM_SCHEDULERS, TASK_UTILS, TRANSFORMS,
                              Registry)
 
 
@@ -71,7 +72,16 @@ def test_wrong_argument_names_the_class(toy_registry):
 
 
 def test_detkit_registries_share_one_scope_and_know_their_packages():
-    for reg in (MODELS, TASK_UTILS, DATASETS, TRANSFORMS, METRICS, OPTIMIZERS, PARAM_SCHEDULERS, HOOKS):
+    for reg in (MODELS, TASK_UTILS, DATASETS, TRANSFORMS, METRICS, OPTIMIZERS, PARAM_SCHEDULERS):
         assert reg.scope == 'detkit'
     with pytest.raises(KeyError, match='detkit::model registry'):
         MODELS.build(dict(type='NoSuchDetector'))
+
+
+def test_every_registry_has_something_registered():
+    """A registry nothing registers in is a promise the code does not keep (it used to hold samplers and hooks)."""
+    registries = {name: reg for name, reg in vars(detkit.registry).items() if isinstance(reg, Registry)}
+    assert set(registries) == {'MODELS', 'TASK_UTILS', 'DATASETS', 'TRANSFORMS', 'METRICS', 'OPTIMIZERS',
+                               'PARAM_SCHEDULERS'}
+    for name, reg in registries.items():
+        assert reg.registered_names(), f'{name} is empty'

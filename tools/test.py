@@ -22,7 +22,7 @@ import torch
 
 from detkit.apis import init_detector
 from detkit.apis.results import to_coco_detections, to_per_class_arrays
-from detkit.engine import build_dataloader, build_metrics, evaluate, setup_env
+from detkit.engine import build_dataloader, build_evaluator, evaluate, setup_env
 from detkit.engine.config_check import check_config
 from detkit.engine.logger import log_level_value
 from detkit.utils.config import DictAction, load_config
@@ -76,9 +76,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                               name='test_dataloader')
     metric_cfgs = eval_metric_cfgs(args.eval, cfg) if args.eval else \
         (cfg.get('test_evaluator') or cfg.get('val_evaluator'))
-    metrics = build_metrics(metric_cfgs)
+    evaluator = build_evaluator(metric_cfgs)
     keep = bool(args.out or args.show_dir)
-    result = evaluate(model, loader, metrics, torch.device(device), keep_predictions=keep, desc='test')
+    result = evaluate(model, loader, evaluator, torch.device(device), keep_predictions=keep, desc='test')
 
     for k, v in result.metrics.items():
         print(f'{k}: {v:.4f}' if isinstance(v, float) else f'{k}: {v}')

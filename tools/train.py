@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
             lock.acquire()
             # the final config, after --cfg-options and flags; tools/train.py can be re-run on it
             cfg.dump(osp.join(cfg.work_dir, osp.basename(args.config)))
-        Trainer(cfg).train()
+        Trainer.from_config(cfg).train()
     except WorkDirBusyError as err:
         raise SystemExit(f'error: {err}') from None
     finally:

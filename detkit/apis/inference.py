@@ -21,10 +21,10 @@ import torch
 from mmengine.config import Config
 from torch import nn
 
-from detkit.engine.checkpoint import load_model_weights
 from detkit.datasets import collate
 from detkit.datasets.transforms import imread
 from detkit.registry import DATASETS, MODELS, TRANSFORMS
+from detkit.utils.checkpoint_io import load_model_weights
 from detkit.utils.config import load_config
 
 __all__ = ['init_detector', 'inference_detector', 'build_test_pipeline', 'find_dataset_cfg']

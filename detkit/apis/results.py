@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from detkit.engine.data import find_dataset_attr
+from detkit.datasets import find_dataset_attr
 
 __all__ = ['label_to_category', 'to_coco_detections', 'to_per_class_arrays']
 

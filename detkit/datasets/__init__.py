@@ -10,10 +10,10 @@ from .shapes import SHAPE_CLASSES, generate_shapes, shapes_dataset_cfg, write_sh
 from .transforms import *  # noqa: F401,F403  (registers the transforms)
 from .txt import TxtDataset
 from .voc import VOC_CLASSES, VOCDataset
-from .wrappers import ConcatDataset, RepeatDataset
+from .wrappers import ConcatDataset, RepeatDataset, find_dataset_attr
 
 __all__ = [
     'BaseDetDataset', 'CocoDataset', 'VOCDataset', 'TxtDataset', 'ConcatDataset', 'RepeatDataset', 'VOC_CLASSES',
     'build_dataset', 'collate', 'DetBatch', 'worker_init_fn', 'SHAPE_CLASSES', 'generate_shapes', 'write_shapes',
-    'shapes_dataset_cfg'
+    'shapes_dataset_cfg', 'find_dataset_attr'
 ]

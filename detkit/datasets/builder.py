@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from detkit.registry import DATASETS
+from detkit.registry import DATASETS, build_if_config
 
 __all__ = ['build_dataset']
 
@@ -15,9 +15,10 @@ def build_dataset(cfg: dict | Any, default_args: dict | None = None) -> Any:
     built dataset is returned unchanged.
 
     Args:
-        cfg: the config dict (an mmengine ``ConfigDict`` works).
+        cfg: the config dict (an mmengine ``ConfigDict`` works) or a built dataset.
         default_args: arguments added to ``cfg`` where it does not set them (e.g. ``dict(test_mode=True)``).
+
+    Raises:
+        TypeError: ``cfg`` is neither (``None``, a string, a list, ...).
     """
-    if not isinstance(cfg, dict):
-        return cfg
-    return DATASETS.build(cfg, default_args=default_args)
+    return build_if_config(cfg, DATASETS, 'dataset', **(default_args or {}))

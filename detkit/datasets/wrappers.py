@@ -1,4 +1,5 @@
-"""Dataset wrappers: concatenation (VOC07+12) and repetition (short epochs on small datasets)."""
+"""Dataset wrappers: concatenation (VOC07+12) and repetition (short epochs on small datasets), and
+:func:`find_dataset_attr`, which looks through them."""
 from __future__ import annotations
 
 import bisect
@@ -7,13 +8,28 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from detkit.registry import DATASETS
+from detkit.registry import DATASETS, build_if_config
 
-__all__ = ['ConcatDataset', 'RepeatDataset']
+__all__ = ['ConcatDataset', 'RepeatDataset', 'find_dataset_attr']
 
 
-def _build(dataset: Any) -> Any:
-    return DATASETS.build(dataset) if isinstance(dataset, dict) else dataset
+def find_dataset_attr(dataset: Any, attr: str, _depth: int = 0) -> list[Any]:
+    """Every object in ``dataset`` that has ``attr``, looking through wrappers (``RepeatDataset``-like ones hold
+    ``dataset``, ``ConcatDataset``-like ones ``datasets``), in order.
+
+    A wrapper that has the attribute itself is returned instead of its children.
+    """
+    if _depth > 8 or dataset is None:
+        return []
+    if hasattr(dataset, attr):
+        return [dataset]
+    found = []
+    inner = getattr(dataset, 'dataset', None)
+    if inner is not None:
+        found += find_dataset_attr(inner, attr, _depth + 1)
+    for d in getattr(dataset, 'datasets', None) or []:
+        found += find_dataset_attr(d, attr, _depth + 1)
+    return found
 
 
 @DATASETS.register_module()
@@ -31,7 +47,7 @@ class ConcatDataset:
     def __init__(self, datasets: Sequence[Any]) -> None:
         if not datasets:
             raise ValueError('ConcatDataset: datasets is empty')
-        self.datasets = [_build(d) for d in datasets]
+        self.datasets = [build_if_config(d, DATASETS, f'ConcatDataset.datasets[{i}]') for i, d in enumerate(datasets)]
         classes0 = tuple(self.datasets[0].metainfo['classes'])
         for i, d in enumerate(self.datasets[1:], start=1):
             classes = tuple(d.metainfo['classes'])
@@ -105,7 +121,7 @@ class RepeatDataset:
     def __init__(self, dataset: Any, times: int) -> None:
         if int(times) < 1:
             raise ValueError(f'RepeatDataset: times must be >= 1, got {times}')
-        self.dataset = _build(dataset)
+        self.dataset = build_if_config(dataset, DATASETS, 'RepeatDataset.dataset')
         self.times = int(times)
         self._ori_len = len(self.dataset)
 

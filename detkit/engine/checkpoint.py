@@ -7,30 +7,25 @@ A detkit checkpoint is a dict of tensors and plain containers only, so it loads 
               'detkit_version', 'time'},
      'state_dict': model weights,
      'optimizer': optimizer state, 'param_schedulers': scheduler state, 'grad_scaler': AMP scaler state or None,
-     'rng_states': [per-rank RNG states (python, numpy, torch CPU, CUDA)]}
+     'rng_states': [per-rank RNG states (python, numpy, torch CPU, CUDA)]}   # see detkit.engine.rng
 
 ``epoch`` and ``iter`` count what was *completed* when the checkpoint was written: resuming from
 ``epoch_3.pth`` starts the fourth epoch.
 """
 from __future__ import annotations
 
-import logging
 import os
-import random
 import re
 import tempfile
-from collections import OrderedDict
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
-
-from detkit.utils.checkpoint_io import CheckpointError, read_torch_file
+from detkit.utils.checkpoint_io import CheckpointError, load_checkpoint, load_model_weights
 
 __all__ = [
     'CheckpointError', 'save_checkpoint', 'load_checkpoint', 'load_model_weights', 'find_latest_checkpoint',
-    'get_rng_state', 'set_rng_state', 'set_random_seed', 'to_checkpoint_safe'
+    'list_epoch_checkpoints', 'to_checkpoint_safe'
 ]
 
 _EPOCH_CKPT = re.compile(r'^epoch_(\d+)\.pth$')
@@ -137,49 +132,6 @@ def _current_umask() -> int:
     return mask
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 'cpu') -> dict[str, Any]:
-    """Read a checkpoint with ``torch.load(weights_only=True)`` (:func:`detkit.utils.checkpoint_io.read_torch_file`).
-
-    Raises:
-        FileNotFoundError: naming ``path`` when it does not exist.
-        CheckpointError: naming ``path`` when the file is truncated or corrupt, or holds pickled objects.
-    """
-    path = os.fspath(path)
-    ckpt = read_torch_file(path, map_location, what='checkpoint')
-    if not isinstance(ckpt, dict):
-        raise CheckpointError(f'checkpoint {path} holds a {type(ckpt).__name__}, expected a dict')
-    return ckpt
-
-
-def load_model_weights(model: nn.Module, checkpoint: str | os.PathLike | dict[str, Any], strict: bool = True,
-                       map_location: str | torch.device = 'cpu') -> dict[str, Any]:
-    """Load a checkpoint's weights into ``model``.
-
-    Args:
-        model: the (unwrapped) detector.
-        checkpoint: a path, or an already loaded checkpoint dict. A bare state dict (no ``state_dict`` key)
-            is accepted too; a ``module.`` prefix left by ``DistributedDataParallel`` is removed.
-        strict: passed to ``load_state_dict``; with ``False`` the weights that do not match are logged.
-
-    Returns:
-        The checkpoint's ``meta`` dict (empty when it has none).
-    """
-    ckpt = load_checkpoint(checkpoint, map_location) if not isinstance(checkpoint, dict) else checkpoint
-    state = ckpt.get('state_dict', ckpt)
-    if not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f'checkpoint {checkpoint if not isinstance(checkpoint, dict) else ""} has no '
-                              f'"state_dict" of tensors (keys: {sorted(ckpt)[:10]})')
-    if state and all(k.startswith('module.') for k in state):
-        state = OrderedDict((k[len('module.'):], v) for k, v in state.items())
-    result = model.load_state_dict(state, strict=strict)
-    if result.missing_keys or result.unexpected_keys:  # only reached with strict=False
-        logging.getLogger('detkit').warning(
-            f'loaded {checkpoint if not isinstance(checkpoint, dict) else "checkpoint"} partially: '
-            f'{len(result.missing_keys)} weights not in the checkpoint ({result.missing_keys[:5]}...), '
-            f'{len(result.unexpected_keys)} checkpoint weights unused ({result.unexpected_keys[:5]}...)')
-    return dict(ckpt.get('meta', {}))
-
-
 def find_latest_checkpoint(work_dir: str | os.PathLike) -> str | None:
     """The ``epoch_N.pth`` with the largest ``N`` in ``work_dir``, or ``None``."""
     work_dir = os.fspath(work_dir)
@@ -195,51 +147,3 @@ def list_epoch_checkpoints(work_dir: str | os.PathLike) -> list[tuple[int, str]]
     found = [(int(m.group(1)), os.path.join(work_dir, name)) for name in os.listdir(work_dir)
              if (m := _EPOCH_CKPT.match(name))]
     return sorted(found)
-
-
-def set_random_seed(seed: int, deterministic: bool = False) -> None:
-    """Seed python, numpy and torch (CPU and every GPU)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    if deterministic:
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
-
-
-def get_rng_state() -> dict[str, Any]:
-    """This process's RNG states as tensors and plain values (what ``weights_only`` checkpoints can hold)."""
-    py_version, py_state, py_gauss = random.getstate()
-    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
-    state = {
-        'python': torch.tensor(py_state, dtype=torch.int64),  # 625 words of 32 bits
-        'python_version': py_version,
-        'python_gauss': py_gauss,
-        'numpy': torch.from_numpy(np_keys.astype(np.int64)),  # 624 words of 32 bits
-        'numpy_name': np_name,
-        'numpy_pos': int(np_pos),
-        'numpy_has_gauss': int(np_has_gauss),
-        'numpy_gauss': float(np_gauss),
-        'torch': torch.get_rng_state(),
-        'cuda': None,
-    }
-    # only when CUDA is already in use: asking for the state would otherwise initialise CUDA on CPU runs
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state['cuda'] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what :func:`get_rng_state` returned."""
-    random.setstate((state['python_version'], tuple(int(x) for x in state['python'].tolist()),
-                     state['python_gauss']))
-    np.random.set_state((state['numpy_name'], state['numpy'].numpy().astype(np.uint32), state['numpy_pos'],
-                         state['numpy_has_gauss'], state['numpy_gauss']))
-    torch.set_rng_state(state['torch'].cpu())
-    if state.get('cuda') is not None and torch.cuda.is_available():
-        cuda_states = [s.cpu() for s in state['cuda']]
-        if len(cuda_states) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(cuda_states)
-        else:  # different machine: restore what matches
-            for i, s in enumerate(cuda_states[:torch.cuda.device_count()]):
-                torch.cuda.set_rng_state(s, i)

@@ -29,6 +29,7 @@ from detkit.registry import OPTIMIZERS, PARAM_SCHEDULERS
 
 from .data import LOADER_KEYS
 from .logger import log_level_value
+from .optimizers import PARAMWISE_KEYS
 
 __all__ = ['ConfigKeyError', 'check_config', 'TOP_LEVEL_KEYS', 'UNSUPPORTED_KEYS', 'CLOSE_MATCH']
 
@@ -130,7 +131,7 @@ SECTIONS: dict[str, Spec] = {
     'optim_wrapper': {'type': _Only('OptimWrapper', 'AmpOptimWrapper'), 'dtype': None,
                       'optimizer': _registered(OPTIMIZERS, 'optimizer'),
                       'clip_grad': {k: None for k in _CLIP_GRAD},
-                      'paramwise_cfg': {'norm_decay_mult': None, 'bias_decay_mult': None, 'bias_lr_mult': None}},
+                      'paramwise_cfg': {k: None for k in PARAMWISE_KEYS}},
     'param_scheduler': _each(_registered(PARAM_SCHEDULERS, 'scheduler')),
     'train_dataloader': _LOADER,
     'val_dataloader': _LOADER,

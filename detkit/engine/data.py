@@ -29,9 +29,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, SequentialSampler
 
-from detkit.datasets import build_dataset, collate, worker_init_fn
+from detkit.datasets import build_dataset, collate, find_dataset_attr, worker_init_fn
 
-__all__ = ['build_dataloader', 'batch_to_device', 'find_dataset_attr', 'EpochSeededDataset', 'EpochKeySampler',
+__all__ = ['build_dataloader', 'batch_to_device', 'EpochSeededDataset', 'EpochKeySampler',
            'LOADER_KEYS']
 
 #: the keys of a ``*_dataloader`` config
@@ -166,21 +166,3 @@ def build_dataloader(loader_cfg: Mapping[str, Any], *, train: bool, seed: int = 
                       collate_fn=collate, worker_init_fn=worker_init_fn,
                       pin_memory=(device_type == 'cuda') if pin_memory is None else bool(pin_memory),
                       drop_last=bool(loader_cfg.get('drop_last', False)) and train, **kwargs)
-
-
-def find_dataset_attr(dataset: Any, attr: str, _depth: int = 0) -> list[Any]:
-    """Every object in the dataset (looking through RepeatDataset / ConcatDataset wrappers) that has ``attr``.
-
-    A wrapper that has the attribute itself is returned instead of its children.
-    """
-    if _depth > 8 or dataset is None:
-        return []
-    if hasattr(dataset, attr):
-        return [dataset]
-    found = []
-    inner = getattr(dataset, 'dataset', None)
-    if inner is not None:
-        found += find_dataset_attr(inner, attr, _depth + 1)
-    for d in getattr(dataset, 'datasets', None) or []:
-        found += find_dataset_attr(d, attr, _depth + 1)
-    return found

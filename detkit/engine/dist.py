@@ -1,6 +1,8 @@
-"""Distributed helpers: process-group setup for ``torchrun`` and the few collectives the engine needs.
+"""Distributed helpers: process-group setup for ``torchrun``, and the collectives the engine needs.
 
-Every helper also works in a plain single process (no process group), where it is a no-op or returns the
+Ranks, barriers and collectives are mmengine's (``mmengine.dist``); detkit adds the process-group setup, which
+must work on CPU-only machines, and two adapters from Python values to mmengine's tensor collectives. Every
+helper also works in a plain single process (no process group), where it is a no-op or returns the
 single-process answer, so the training loop has no ``if distributed`` branches of its own.
 """
 from __future__ import annotations
@@ -11,6 +13,8 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from mmengine.dist import (all_gather_object, all_reduce, all_reduce_dict, barrier, broadcast_object_list,
+                           get_rank, get_world_size, is_distributed, is_main_process)
 
 __all__ = [
     'init_dist', 'is_distributed', 'get_rank', 'get_world_size', 'is_main_process', 'barrier',
@@ -18,6 +22,7 @@ __all__ = [
 ]
 
 
+# Kept by hand: mmengine's init_dist calls torch.cuda.set_device for every launch, which fails without a GPU (gloo).
 def init_dist(launcher: str, device: str = 'cuda', timeout_s: int = 1800) -> tuple[int, int, int]:
     """Join the process group described by the environment that ``torchrun`` sets.
 
@@ -58,61 +63,20 @@ def destroy_dist() -> None:
         dist.destroy_process_group()
 
 
-def is_distributed() -> bool:
-    return dist.is_available() and dist.is_initialized()
-
-
-def get_rank() -> int:
-    return dist.get_rank() if is_distributed() else 0
-
-
-def get_world_size() -> int:
-    return dist.get_world_size() if is_distributed() else 1
-
-
-def is_main_process() -> bool:
-    return get_rank() == 0
-
-
-def barrier() -> None:
-    if is_distributed():
-        dist.barrier()
-
-
-def all_gather_object(obj: Any) -> list[Any]:
-    """The picklable ``obj`` of every rank, in rank order (``[obj]`` in a single process)."""
-    if not is_distributed():
-        return [obj]
-    out: list[Any] = [None] * get_world_size()
-    dist.all_gather_object(out, obj)
-    return out
-
-
 def broadcast_object(obj: Any, src: int = 0) -> Any:
-    """Rank ``src``'s ``obj`` on every rank."""
-    if not is_distributed():
-        return obj
+    """Rank ``src``'s picklable ``obj`` on every rank (``obj`` itself in a single process)."""
     box = [obj]
-    dist.broadcast_object_list(box, src=src)
+    broadcast_object_list(box, src=src)
     return box[0]
-
-
-def _comm_device() -> torch.device:
-    # NCCL only moves CUDA tensors; gloo moves CPU tensors
-    if dist.get_backend() == 'nccl':
-        return torch.device('cuda', torch.cuda.current_device())
-    return torch.device('cpu')
 
 
 def all_reduce_mean(values: dict[str, float]) -> dict[str, float]:
     """The mean over ranks of each value (the same keys on every rank); used for the logged losses."""
     if not is_distributed() or not values:
         return values
-    keys = sorted(values)
-    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=_comm_device())
-    dist.all_reduce(t)
-    t /= get_world_size()
-    return dict(zip(keys, t.tolist()))
+    tensors = {k: torch.tensor(float(v), dtype=torch.float64) for k, v in values.items()}
+    all_reduce_dict(tensors, op='mean')  # moves them to the backend's device and back (NCCL: CUDA)
+    return {k: float(tensors[k]) for k in values}
 
 
 def any_across_ranks(flag: bool) -> bool:
@@ -121,8 +85,6 @@ def any_across_ranks(flag: bool) -> bool:
     Used before ``backward`` so that a rank that sees a NaN loss and the ranks that do not stop together,
     instead of the healthy ranks waiting forever in the gradient all-reduce.
     """
-    if not is_distributed():
-        return flag
-    t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=_comm_device())
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    t = torch.tensor([1 if flag else 0], dtype=torch.int32)
+    all_reduce(t, op='max')
     return bool(t.item())

@@ -1,6 +1,8 @@
 """Evaluation: run the detector over a loader and feed the metrics (the metric protocol of docs/conventions.md).
 
-For each image the metrics receive, through ``metric.process(None, samples)``::
+The metrics are held by mmengine's ``Evaluator``, which gives each of them the samples of every batch, merges
+their results and refuses two metrics that report the same key. For each image the metrics receive, through
+``metric.process(None, samples)``::
 
     {'img_id', 'ori_shape', 'pred': {'boxes' (K, 4) float32, 'scores' (K,) float32, 'labels' (K,) int64},
      'gt': dataset.get_ann_info(idx)}
@@ -17,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from mmengine.evaluator import BaseMetric, Evaluator
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -26,7 +29,7 @@ from detkit.registry import METRICS
 from .data import batch_to_device
 from .dist import is_distributed, is_main_process
 
-__all__ = ['evaluate', 'build_metrics', 'EvalResult', 'pred_to_numpy', 'select_main_metric']
+__all__ = ['evaluate', 'build_evaluator', 'as_evaluator', 'EvalResult', 'pred_to_numpy', 'select_main_metric']
 
 #: main keys, most preferred first, that ``save_best='auto'`` looks for
 MAIN_METRIC_KEYS = ('coco/bbox_mAP', 'voc/mAP')
@@ -45,16 +48,26 @@ class EvalResult:
     predictions: list[tuple[int, dict[str, Any], dict[str, np.ndarray]]] | None = None
 
 
-def build_metrics(evaluator_cfg: Any) -> list[Any]:
-    """Build ``val_evaluator`` / ``test_evaluator`` (a dict, a list of dicts, or None) from ``METRICS``."""
+def build_evaluator(evaluator_cfg: Any) -> Evaluator:
+    """An mmengine ``Evaluator`` over ``val_evaluator`` / ``test_evaluator``: a metric dict, a list of them,
+    ``dict(type='Evaluator', metrics=[...])`` (mmengine's form), or ``None`` (no metrics)."""
+    if isinstance(evaluator_cfg, Mapping) and evaluator_cfg.get('type') == 'Evaluator':
+        evaluator_cfg = evaluator_cfg.get('metrics')
     if evaluator_cfg is None:
-        return []
-    if isinstance(evaluator_cfg, Mapping):
-        # mmengine also allows dict(type='Evaluator', metrics=[...])
-        if evaluator_cfg.get('type') == 'Evaluator':
-            return build_metrics(evaluator_cfg.get('metrics'))
+        evaluator_cfg = []
+    elif isinstance(evaluator_cfg, Mapping):
         evaluator_cfg = [evaluator_cfg]
-    return [METRICS.build(c) for c in evaluator_cfg]
+    # built here: mmengine's Evaluator would look the types up in mmengine's registry, not detkit's
+    return Evaluator([METRICS.build(c) for c in evaluator_cfg])
+
+
+def as_evaluator(metrics: Evaluator | BaseMetric | Sequence[BaseMetric] | None) -> Evaluator:
+    """``metrics`` as an ``Evaluator`` (a built evaluator, one metric, a list of metrics, or ``None``)."""
+    if isinstance(metrics, Evaluator):
+        return metrics
+    if metrics is None:
+        return Evaluator([])
+    return Evaluator(metrics if isinstance(metrics, Sequence) else [metrics])
 
 
 def pred_to_numpy(pred: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
@@ -75,24 +88,26 @@ def _indices_in_order(loader: DataLoader) -> list[int]:
     return list(iter(loader.sampler))
 
 
+# The loop is ours: mmengine's ValLoop needs a Runner and a model with val_step; detkit's detectors have predict().
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: DataLoader, metrics: Sequence[Any], device: torch.device, *,
-             keep_predictions: bool = False, autocast_dtype: torch.dtype | None = None,
+def evaluate(model: nn.Module, loader: DataLoader, evaluator: Evaluator | Sequence[BaseMetric] | None,
+             device: torch.device, *, keep_predictions: bool = False, autocast_dtype: torch.dtype | None = None,
              desc: str = 'eval') -> EvalResult:
     """Predict every image of ``loader`` and evaluate the metrics.
 
     Args:
         model: the detector, unwrapped (its ``predict(images, metas, rescale=True)`` is called).
         loader: an evaluation loader (see :func:`detkit.engine.data.build_dataloader` with ``train=False``).
-        metrics: built metrics (``mmengine.evaluator.BaseMetric``); may be empty to only predict.
+        evaluator: an mmengine ``Evaluator`` or built metrics (``BaseMetric``); empty or ``None`` to only predict.
         device: where the model is.
         keep_predictions: also return the predictions (for ``--out`` and ``--show-dir``).
         autocast_dtype: run the forward pass under autocast with this dtype (AMP training evaluates the same way).
     """
+    evaluator = as_evaluator(evaluator)
+    metrics = evaluator.metrics
     dataset = loader.dataset
-    metainfo = getattr(dataset, 'metainfo', None)
+    evaluator.dataset_meta = getattr(dataset, 'metainfo', None)
     for metric in metrics:
-        metric.dataset_meta = metainfo
         if is_distributed() and getattr(metric, 'collect_device', None) == 'cpu' and \
                 getattr(metric, 'collect_dir', None) is None:
             # mmengine's 'cpu' collection exchanges files through ./.dist_test, which needs a filesystem shared
@@ -127,15 +142,13 @@ def evaluate(model: nn.Module, loader: DataLoader, metrics: Sequence[Any], devic
                                     'pred': pred_np, 'gt': dataset.get_ann_info(idx)})
                 if keep_predictions:
                     predictions.append((idx, meta, pred_np))
-            for metric in metrics:
-                metric.process(None, samples)
+            if metrics:
+                evaluator.process(samples)
             bar.update(1)
     finally:
         bar.close()
         model.train(was_training)
-    results: dict[str, Any] = {}
-    for metric in metrics:
-        results.update(metric.evaluate(len(dataset)))
+    results = evaluator.evaluate(len(dataset)) if metrics else {}
     return EvalResult(metrics=results, predictions=predictions if keep_predictions else None)
 
 

@@ -10,6 +10,7 @@ The JSON-lines file ``<work_dir>/<timestamp>.log.json`` holds one object per lin
 (``epoch`` and ``iter`` are 1-based, ``step`` is the global iteration); ``tools/analysis/plot_curves.py``
 reads it. TensorBoard event files go to ``<work_dir>/tf_logs``.
 """
+# Kept by hand: MMLogger is outside logging's tree (detkit.datasets warnings miss its file) and is reused across runs.
 from __future__ import annotations
 
 import json

@@ -7,6 +7,7 @@
   with ``dtype='bfloat16'`` (no scaler needed).
 - CPU: bfloat16 autocast; float16 autocast is not offered on CPU and bfloat16's range needs no scaler.
 """
+# Kept by hand: mmengine's AmpOptimWrapper refuses the CPU (it asserts a GPU, NPU, MLU or MUSA device).
 from __future__ import annotations
 
 import contextlib

@@ -1,5 +1,6 @@
-"""Optimizers from config: every ``torch.optim`` optimizer registered in ``OPTIMIZERS``, optional per-parameter
-weight-decay / lr multipliers (``paramwise_cfg``), and linear lr scaling by the total batch size.
+"""Optimizers from config: every ``torch.optim`` optimizer registered in ``OPTIMIZERS``, per-parameter weight-decay /
+lr multipliers (``paramwise_cfg``, worked out by mmengine's ``DefaultOptimWrapperConstructor``), and linear lr
+scaling by the total batch size.
 
 Config (the ``optim_wrapper`` key)::
 
@@ -11,8 +12,10 @@ Config (the ``optim_wrapper`` key)::
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
-from collections.abc import Mapping
+import logging
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
@@ -20,16 +23,18 @@ from torch import nn
 
 from detkit.registry import OPTIMIZERS
 
-__all__ = ['build_optimizer', 'make_param_groups', 'scale_lr_by_batch_size', 'NORM_LAYERS']
+__all__ = ['build_optimizer', 'make_param_groups', 'scale_lr_by_batch_size', 'PARAMWISE_KEYS']
 
 # torch.optim.SGD, Adam, AdamW, ... under their own names
 for _name, _cls in inspect.getmembers(torch.optim, inspect.isclass):
     if issubclass(_cls, torch.optim.Optimizer) and _cls is not torch.optim.Optimizer:
         OPTIMIZERS.register_module(name=_name, module=_cls)
 
-#: layers whose parameters ``norm_decay_mult`` applies to
-NORM_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm,
-               nn.LocalResponseNorm)
+#: the ``paramwise_cfg`` keys, read by mmengine's ``DefaultOptimWrapperConstructor``: multipliers of the weight
+#: decay of normalisation layers, biases, depth-wise convs and other 1-d parameters, of the lr of biases, and
+#: ``custom_keys=dict(name_part=dict(lr_mult=..., decay_mult=...))`` for parameters whose name contains a key
+PARAMWISE_KEYS = ('norm_decay_mult', 'bias_decay_mult', 'bias_lr_mult', 'dwconv_decay_mult', 'flat_decay_mult',
+                  'custom_keys')
 
 
 def _plain(cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -37,33 +42,47 @@ def _plain(cfg: Mapping[str, Any]) -> dict[str, Any]:
     return cfg.to_dict() if hasattr(cfg, 'to_dict') else dict(cfg)
 
 
-def make_param_groups(model: nn.Module, lr: float, weight_decay: float, *, norm_decay_mult: float = 1.0,
-                      bias_decay_mult: float = 1.0, bias_lr_mult: float = 1.0) -> list[dict[str, Any]]:
-    """Split the trainable parameters into optimizer groups by their weight decay and lr.
+@contextlib.contextmanager
+def _quiet_mmengine() -> Iterator[None]:
+    """Silence mmengine's logger: the constructor logs one line per parameter (and warns about frozen ones)."""
+    from mmengine.logging import MMLogger  # noqa: PLC0415
 
-    Weight decay on the scale and shift of normalisation layers and on biases pulls them towards zero
-    without regularising anything useful, so detectors usually turn it off (``norm_decay_mult=0``,
-    ``bias_decay_mult=0``). A normalisation layer's bias counts as a norm parameter.
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def make_param_groups(model: nn.Module, lr: float, weight_decay: float, **paramwise_cfg: Any) -> list[dict[str, Any]]:
+    """Split the trainable parameters into optimizer groups by their lr, weight decay and other options.
+
+    mmengine's ``DefaultOptimWrapperConstructor`` decides each parameter's options from ``paramwise_cfg``
+    (:data:`PARAMWISE_KEYS`; e.g. ``norm_decay_mult=0, bias_decay_mult=0``: weight decay on the scale and shift
+    of normalisation layers and on biases pulls them towards zero without regularising anything useful). It
+    makes one group per parameter; they are merged here into one group per distinct set of options, which keeps
+    optimizer checkpoints small and stable and lets the optimizers' multi-tensor (``foreach``) kernels see a
+    whole group at once.
 
     Returns:
-        One group per distinct ``(lr, weight_decay)``, each ``dict(params=[...], lr=..., weight_decay=...)``;
-        groups keep the model's parameter order so that checkpoints are stable.
+        ``dict(params=[...], lr=..., weight_decay=..., [other options])`` per distinct set of options, in the
+        model's parameter order; frozen parameters are left out, a shared parameter goes in once.
     """
-    groups: dict[tuple[float, float], list[nn.Parameter]] = {}
-    seen: set[int] = set()
-    for module in model.modules():
-        is_norm = isinstance(module, NORM_LAYERS)
-        for name, param in module.named_parameters(recurse=False):
-            if not param.requires_grad or id(param) in seen:  # shared parameters go in once
-                continue
-            seen.add(id(param))
-            decay_mult, lr_mult = 1.0, 1.0
-            if is_norm:
-                decay_mult = norm_decay_mult
-            elif name == 'bias':
-                decay_mult, lr_mult = bias_decay_mult, bias_lr_mult
-            groups.setdefault((lr * lr_mult, weight_decay * decay_mult), []).append(param)
-    return [dict(params=params, lr=g_lr, weight_decay=g_wd) for (g_lr, g_wd), params in groups.items()]
+    from mmengine.optim import DefaultOptimWrapperConstructor  # noqa: PLC0415 (imports torch FSDP: seconds)
+
+    constructor = DefaultOptimWrapperConstructor(
+        dict(optimizer=dict(lr=lr, weight_decay=weight_decay)), dict(paramwise_cfg, bypass_duplicate=True))
+    per_param: list[dict[str, Any]] = []
+    with _quiet_mmengine():
+        constructor.add_params(per_param, model)
+    groups: dict[tuple, dict[str, Any]] = {}
+    for group in per_param:
+        options = {'lr': lr, 'weight_decay': weight_decay, **{k: v for k, v in group.items() if k != 'params'}}
+        key = tuple(sorted((k, repr(v)) for k, v in options.items()))
+        groups.setdefault(key, dict(params=[], **options))['params'].extend(group['params'])
+    return list(groups.values())
 
 
 def build_optimizer(model: nn.Module, optim_wrapper_cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
@@ -72,7 +91,11 @@ def build_optimizer(model: nn.Module, optim_wrapper_cfg: Mapping[str, Any]) -> t
     Args:
         model: the detector (unwrapped; DDP is applied after the optimizer exists).
         optim_wrapper_cfg: the config's ``optim_wrapper`` dict (``optimizer`` and optional ``paramwise_cfg``
-            with ``norm_decay_mult``, ``bias_decay_mult``, ``bias_lr_mult``).
+            with the keys of :data:`PARAMWISE_KEYS`).
+
+    Raises:
+        KeyError: no ``optimizer`` entry, an unknown ``paramwise_cfg`` key (mmengine would ignore it), or
+            ``paramwise_cfg`` without ``optimizer.lr``.
     """
     if 'optimizer' not in optim_wrapper_cfg:
         raise KeyError(f'optim_wrapper has no "optimizer" entry (keys: {sorted(optim_wrapper_cfg)})')
@@ -80,11 +103,10 @@ def build_optimizer(model: nn.Module, optim_wrapper_cfg: Mapping[str, Any]) -> t
     paramwise = optim_wrapper_cfg.get('paramwise_cfg')
     if paramwise:
         paramwise = _plain(paramwise)
-        allowed = {'norm_decay_mult', 'bias_decay_mult', 'bias_lr_mult'}
-        unknown = set(paramwise) - allowed
+        unknown = set(paramwise) - set(PARAMWISE_KEYS)
         if unknown:
             raise KeyError(f'optim_wrapper.paramwise_cfg has unknown keys {sorted(unknown)}; '
-                           f'supported: {sorted(allowed)}')
+                           f'supported: {sorted(PARAMWISE_KEYS)}')
         if 'lr' not in opt_cfg:
             raise KeyError('optim_wrapper.optimizer needs "lr" when paramwise_cfg is set')
         opt_cfg['params'] = make_param_groups(model, opt_cfg['lr'], opt_cfg.get('weight_decay', 0.0), **paramwise)

@@ -23,6 +23,7 @@ same curve smoothly per iteration using the fractional epoch ``i / iters_per_epo
 Outside ``[begin, end)`` a schedule holds: before ``begin`` its factor is 1, from ``end`` on it keeps its value at
 ``end`` (a warmup reaches ``end_factor`` exactly at ``end``; mmengine stops one step short of it).
 """
+# Kept by hand: mmengine's schedulers give another lr sequence (LinearLR ends a step early, chained updates drift).
 from __future__ import annotations
 
 import bisect
@@ -35,7 +36,7 @@ import torch
 from detkit.registry import PARAM_SCHEDULERS
 
 __all__ = ['LRSchedule', 'LinearLR', 'ConstantLR', 'MultiStepLR', 'StepLR', 'CosineAnnealingLR', 'LRScheduler',
-           'build_lr_scheduler']
+           'build_schedules', 'build_lr_scheduler']
 
 
 class LRSchedule:
@@ -239,8 +240,7 @@ class LRScheduler:
             s.load_state_dict({k: v for k, v in st.items() if k != 'type'})
 
 
-def build_lr_scheduler(optimizer: torch.optim.Optimizer, param_scheduler_cfg: Any,
-                       iters_per_epoch: int) -> LRScheduler:
+def build_schedules(param_scheduler_cfg: Any) -> list[LRSchedule]:
     """Build ``param_scheduler`` (a dict, a list of dicts or ``None``) from ``PARAM_SCHEDULERS``."""
     if param_scheduler_cfg is None:
         cfgs = []
@@ -252,4 +252,10 @@ def build_lr_scheduler(optimizer: torch.optim.Optimizer, param_scheduler_cfg: An
     for c, s in zip(cfgs, schedules):
         if not isinstance(s, LRSchedule):
             raise TypeError(f'param_scheduler {c.get("type")!r} built a {type(s).__name__}, not an LRSchedule')
-    return LRScheduler(optimizer, schedules, iters_per_epoch)
+    return schedules
+
+
+def build_lr_scheduler(optimizer: torch.optim.Optimizer, param_scheduler_cfg: Any,
+                       iters_per_epoch: int) -> LRScheduler:
+    """The :class:`LRScheduler` of ``param_scheduler`` (see :func:`build_schedules`) over ``optimizer``."""
+    return LRScheduler(optimizer, build_schedules(param_scheduler_cfg), iters_per_epoch)

@@ -1,18 +1,23 @@
-"""The training loop: one readable class that builds everything from a config and trains epoch by epoch.
+"""The training loop: one readable class that trains a built detector epoch by epoch.
 
-::
+Built from objects (everything keyword-only; each part can be made without a config)::
 
-    from detkit.engine import Trainer
-    from detkit.utils import load_config
+    trainer = Trainer(model=model, work_dir='work_dirs/x', train_dataloader=train_loader,
+                      optim_wrapper=torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9), max_epochs=12,
+                      param_scheduler=[LinearLR(start_factor=0.001, end=500), MultiStepLR(milestones=[8, 11])],
+                      val_dataloader=val_loader, evaluator=[VOCMetric()])
+    trainer.train()
+
+or from a config, the one place that reads one::
 
     cfg = load_config('configs/quickstart/ssd_shapes.py')
     cfg.work_dir = 'work_dirs/ssd_shapes'
-    Trainer(cfg).train()
+    Trainer.from_config(cfg).train()
 
 What one epoch does: shuffle with seed ``seed + epoch`` -> for each batch, set the lr for this iteration, compute
 the losses (under autocast with AMP), stop if any loss is NaN/inf, back-propagate, clip, step -> log every
-``default_hooks.logger.interval`` iterations -> dataset bad-item summary -> evaluate every ``train_cfg.val_interval``
-epochs -> write ``epoch_N.pth`` (and ``best_<metric>_epoch_N.pth``).
+``log_interval`` iterations -> dataset bad-item summary -> evaluate every ``val_interval`` epochs -> write
+``epoch_N.pth`` (and ``best_<metric>_epoch_N.pth``).
 
 The work dir belongs to one run at a time: rank 0 holds its lock file from start to end (a second run is
 refused, naming the first; see :mod:`detkit.engine.work_dir`), and on start removes what an interrupted run left
@@ -30,32 +35,36 @@ import os
 import sys
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
+from mmengine.evaluator import BaseMetric, Evaluator
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import detkit
+from detkit.datasets import find_dataset_attr
 from detkit.registry import MODELS
 
-from .checkpoint import (find_latest_checkpoint, get_rng_state, list_epoch_checkpoints, load_checkpoint,
-                         load_model_weights, save_checkpoint, set_random_seed, set_rng_state, to_checkpoint_safe)
+from .checkpoint import (find_latest_checkpoint, list_epoch_checkpoints, load_checkpoint, load_model_weights,
+                         save_checkpoint, to_checkpoint_safe)
 from .config_check import check_config
-from .data import batch_to_device, build_dataloader, find_dataset_attr
+from .data import EpochSeededDataset, batch_to_device, build_dataloader
 from .dist import (all_gather_object, all_reduce_mean, any_across_ranks, barrier, broadcast_object, get_rank,
                    get_world_size, is_distributed)
 from .env import setup_env
-from .evaluator import build_metrics, evaluate, select_main_metric
+from .evaluator import as_evaluator, build_evaluator, evaluate, select_main_metric
 from .logger import TrainLogger
-from .optim_wrapper import build_optim_wrapper
+from .optim_wrapper import OptimWrapper, build_optim_wrapper
 from .optimizers import build_optimizer, scale_lr_by_batch_size
-from .schedulers import build_lr_scheduler
+from .rng import get_rng_state, set_random_seed, set_rng_state
+from .schedulers import LRSchedule, LRScheduler, build_schedules
 from .work_dir import BEST_CKPT, WorkDirBusyError, WorkDirLock, tidy_work_dir
 
-__all__ = ['Trainer', 'NonFiniteLossError', 'sum_losses', 'resolve_device']
+__all__ = ['Trainer', 'NonFiniteLossError', 'sum_losses', 'resolve_device', 'resolve_resume']
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -98,8 +107,10 @@ def sum_losses(losses: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, torch
     return total, terms
 
 
-def resolve_device(device: str | None) -> torch.device:
+def resolve_device(device: str | torch.device | None) -> torch.device:
     """``'cuda'``/``'cpu'``/``None`` (CUDA when available) as this process's device (``cuda:LOCAL_RANK``)."""
+    if isinstance(device, torch.device):
+        device = str(device)
     if device is None:
         device = 'cuda' if torch.cuda.is_available() else 'cpu'
     if device.startswith('cuda'):
@@ -110,69 +121,127 @@ def resolve_device(device: str | None) -> torch.device:
     return torch.device(device)
 
 
-class Trainer:
-    """Builds the model, data, optimizer and schedules from ``cfg`` and trains.
+def resolve_resume(resume: bool | str | os.PathLike | None, work_dir: str | os.PathLike) -> str | None:
+    """The checkpoint ``resume`` names: ``False``/``None`` none, ``True``/``'auto'`` the latest ``epoch_N.pth`` in
+    ``work_dir`` (``None`` when there is none), else the path itself.
 
-    Config keys read (see docs/conventions.md): ``work_dir`` (required), ``model``, ``train_dataloader``,
-    ``val_dataloader`` + ``val_evaluator`` (optional), ``optim_wrapper``, ``param_scheduler``,
-    ``train_cfg`` (``max_epochs``, ``val_interval``, ``val_begin``), ``auto_scale_lr`` (``enable``,
-    ``base_batch_size``), ``default_hooks`` (``logger.interval``, ``logger.tensorboard``, ``checkpoint.interval``,
-    ``checkpoint.max_keep_ckpts``, ``checkpoint.save_best``, ``checkpoint.rule``), ``env_cfg`` (``num_threads``,
-    ``opencv_num_threads``, ``cudnn_benchmark``: see :func:`setup_env`), ``seed``, ``device``, ``load_from``,
-    ``resume`` (``False``, ``True``/``'auto'`` for the latest ``epoch_N.pth`` in ``work_dir``, or a path),
-    ``find_unused_parameters``, ``sync_bn``, ``log_level``. Any key nothing reads is an error
-    (:func:`~detkit.engine.config_check.check_config`).
+    Raises:
+        FileNotFoundError: naming a path that does not exist.
+    """
+    if not resume:
+        return None
+    if resume is True or resume == 'auto':
+        return find_latest_checkpoint(work_dir)
+    if not os.path.isfile(resume):
+        raise FileNotFoundError(f'--resume checkpoint not found: {resume}')
+    return os.fspath(resume)
+
+
+def _acquire_work_dir(work_dir: str, rank: int) -> WorkDirLock | None:
+    """Rank 0 takes the work dir's lock (re-entrant in a process); every rank raises when it is busy.
+
+    Raises:
+        WorkDirBusyError: naming the work dir and the process that holds it.
+    """
+    lock = WorkDirLock(work_dir) if rank == 0 else None
+    busy = None
+    if lock is not None:
+        try:
+            lock.acquire()
+        except WorkDirBusyError as err:
+            busy = str(err)
+    busy = broadcast_object(busy)  # every rank stops, none waits at a barrier for rank 0
+    if busy:
+        if lock is not None:
+            lock.release()
+        raise WorkDirBusyError(busy)
+    return lock
+
+
+class Trainer:
+    """Trains a built detector: epochs, lr schedule, evaluation, checkpoints, logs, exact resume.
+
+    Every argument is keyword-only; :meth:`from_config` builds them all from a config.
+
+    Args:
+        model: the detector (``loss(images, targets)`` and ``predict(images, metas)``, docs/conventions.md); the
+            trainer moves it to ``device`` (parameters keep their identity, so an optimizer built before stays
+            valid).
+        work_dir: where logs and checkpoints go; held by this run (see the module docstring).
+        train_dataloader: the training loader; detkit's (:func:`~detkit.engine.data.build_dataloader` with
+            ``train=True, seed=seed``) makes the batches a function of the seed and the epoch, which exact resume
+            needs.
+        optim_wrapper: an :class:`OptimWrapper` (AMP, gradient clipping) or a plain ``torch.optim`` optimizer.
+        max_epochs: epochs to train.
+        param_scheduler: the lr schedules (:class:`LRSchedule` objects, composed by multiplication) or a built
+            :class:`LRScheduler`; ``None`` keeps the optimizer's lr.
+        val_dataloader: evaluation loader; used with ``evaluator`` every ``val_interval`` epochs.
+        evaluator: an mmengine ``Evaluator`` or built metrics; ``None`` or empty: no evaluation.
+        val_interval: evaluate every this many epochs (and after the last); ``0`` never.
+        val_begin: first epoch (1-based) that may be evaluated.
+        seed: the run's seed (``None``: 0, or the checkpoint's when resuming); torch's stream is reseeded with
+            ``seed + rank`` for training. The training loader must be built with the same seed.
+        device: ``'cpu'``, ``'cuda'`` or ``None`` (CUDA when available).
+        load_from: weights to start from (not with ``resume``; mismatched weights are logged).
+        resume: ``False``, ``True``/``'auto'`` (the latest ``epoch_N.pth`` in ``work_dir``) or a checkpoint path.
+        find_unused_parameters: passed to ``DistributedDataParallel``.
+        log_interval: iterations per training log line.
+        tensorboard: also log to TensorBoard (``<work_dir>/tf_logs``).
+        log_level: the ``detkit`` logger's level.
+        checkpoint_interval: write ``epoch_N.pth`` every this many epochs (and after the last).
+        max_keep_ckpts: keep this many ``epoch_N.pth`` (``-1``: all).
+        save_best: the metric deciding ``best_*.pth`` (``'auto'``: ``coco/bbox_mAP`` or ``voc/mAP``...; ``None``
+            none).
+        best_rule: ``'greater'`` or ``'less'`` is better.
+        config_text: the run's config, stored in each checkpoint so that it documents its own run.
 
     Attributes:
         model: the detector (unwrapped).
         epoch: completed epochs; ``iter``: completed iterations (both restored on resume).
     """
 
-    def __init__(self, cfg: Any) -> None:
-        check_config(cfg)  # a misspelled key is an error before anything is built
-        self.cfg = cfg
+    def __init__(self, *, model: nn.Module, work_dir: str | os.PathLike, train_dataloader: DataLoader,
+                 optim_wrapper: OptimWrapper | torch.optim.Optimizer, max_epochs: int,
+                 param_scheduler: Sequence[LRSchedule] | LRScheduler | None = None,
+                 val_dataloader: DataLoader | None = None,
+                 evaluator: Evaluator | Sequence[BaseMetric] | None = None, val_interval: int = 1,
+                 val_begin: int = 1, seed: int | None = None, device: str | torch.device | None = None,
+                 load_from: str | os.PathLike | None = None, resume: bool | str | os.PathLike = False,
+                 find_unused_parameters: bool = False, log_interval: int = 50, tensorboard: bool = True,
+                 log_level: str | int = 'INFO', checkpoint_interval: int = 1, max_keep_ckpts: int = -1,
+                 save_best: str | None = 'auto', best_rule: str = 'greater', config_text: str = '') -> None:
+        if not work_dir:
+            raise ValueError('work_dir is required (tools/train.py sets it from --work-dir or the config name)')
+        if best_rule not in ('greater', 'less'):
+            raise ValueError(f"default_hooks.checkpoint.rule must be 'greater' or 'less', got {best_rule!r}")
         self.rank, self.world_size = get_rank(), get_world_size()
-        self.work_dir = cfg.get('work_dir')
-        if not self.work_dir:
-            raise KeyError('the config has no work_dir (tools/train.py sets it from --work-dir or the config name)')
-        self.device = resolve_device(cfg.get('device'))
-        train_cfg = cfg.get('train_cfg') or {}
-        if 'max_epochs' not in train_cfg:
-            raise KeyError('train_cfg.max_epochs is missing from the config')
-        self.max_epochs = int(train_cfg['max_epochs'])
-        self.val_interval = int(train_cfg.get('val_interval', 1))
-        self.val_begin = int(train_cfg.get('val_begin', 1))
-        hooks = cfg.get('default_hooks') or {}
-        log_cfg, ckpt_cfg = hooks.get('logger') or {}, hooks.get('checkpoint') or {}
-        self.log_interval = int(log_cfg.get('interval', 50))
-        self.ckpt_interval = int(ckpt_cfg.get('interval', 1))
-        self.max_keep_ckpts = ckpt_cfg.get('max_keep_ckpts', -1)
-        self.save_best = ckpt_cfg.get('save_best', 'auto')
-        self.best_rule = ckpt_cfg.get('rule', 'greater')
-        if self.best_rule not in ('greater', 'less'):
-            raise ValueError(f"default_hooks.checkpoint.rule must be 'greater' or 'less', got {self.best_rule!r}")
-
-        setup_env(cfg.get('env_cfg'), self.device.type)
+        self.work_dir = os.fspath(work_dir)
+        self.device = resolve_device(device)
+        self.max_epochs = int(max_epochs)
+        self.val_interval, self.val_begin = int(val_interval), int(val_begin)
+        self.log_interval = int(log_interval)
+        self.ckpt_interval = int(checkpoint_interval)
+        self.max_keep_ckpts = max_keep_ckpts
+        self.save_best = save_best
+        self.best_rule = best_rule
+        self.config_text = config_text
         # one run per work dir: a second one would share the log and overwrite the checkpoints (rank 0 holds it)
-        self._lock = WorkDirLock(self.work_dir) if self.rank == 0 else None
-        busy = None
-        if self._lock is not None:
-            try:
-                self._lock.acquire()
-            except WorkDirBusyError as err:
-                busy = str(err)
-        busy = broadcast_object(busy)  # every rank stops, none waits at a barrier for rank 0
-        if busy:
-            raise WorkDirBusyError(busy)
+        self._lock = _acquire_work_dir(self.work_dir, self.rank)
         if self._lock is not None:  # a trainer dropped without train() or close() must not keep the work dir
             weakref.finalize(self, self._lock.release)
         try:
-            self._build(cfg, tensorboard=bool(log_cfg.get('tensorboard', True)))
+            self._setup(model=model, train_dataloader=train_dataloader, optim_wrapper=optim_wrapper,
+                        param_scheduler=param_scheduler, val_dataloader=val_dataloader, evaluator=evaluator,
+                        seed=seed, load_from=load_from, resume=resume,
+                        find_unused_parameters=find_unused_parameters, tensorboard=tensorboard,
+                        log_level=log_level)
         except BaseException:
             self._release_lock()
             raise
 
-    def _build(self, cfg: Any, tensorboard: bool) -> None:
+    def _setup(self, *, model: nn.Module, train_dataloader: DataLoader, optim_wrapper: Any, param_scheduler: Any,
+               val_dataloader: DataLoader | None, evaluator: Any, seed: int | None, load_from: Any, resume: Any,
+               find_unused_parameters: bool, tensorboard: bool, log_level: str | int) -> None:
         """The rest of ``__init__``, run while holding the work dir's lock."""
         # a second run in the same second must not append to this run's log files
         timestamp = time.strftime('%Y%m%d_%H%M%S')
@@ -182,10 +251,11 @@ class Trainer:
                 timestamp, n = f'{stem}_{n}', n + 1
         self.timestamp = broadcast_object(timestamp)
         self.log = TrainLogger(self.work_dir, self.timestamp, enabled=self.rank == 0, tensorboard=tensorboard,
-                               level=cfg.get('log_level') or 'INFO')
+                               level=log_level)
 
-        # resume: the checkpoint's seed decides the shuffle order, so read it before building the loaders
-        self.resume_from = self._resolve_resume(cfg.get('resume', False))
+        self.resume_from = resolve_resume(resume, self.work_dir)
+        if resume and self.resume_from is None:
+            self.log.info(f'resume=auto: no epoch_N.pth in {self.work_dir}, training from scratch')
         resume_ckpt = load_checkpoint(self.resume_from) if self.resume_from else None
         if self.rank == 0:
             # leftovers of an interrupted run; a resumed run keeps the best checkpoint its checkpoint names
@@ -195,59 +265,47 @@ class Trainer:
                                  f'({", ".join(os.path.basename(p) for _, p in list_epoch_checkpoints(self.work_dir))})'
                                  '; this run starts from scratch and overwrites them (resume=auto or --resume '
                                  'continues instead)')
-        self.seed = int(resume_ckpt['meta']['seed']) if resume_ckpt else int(cfg.get('seed', 0) or 0)
-        if resume_ckpt and cfg.get('seed') is not None and int(cfg.get('seed')) != self.seed:
-            self.log.warning(f'resuming with the checkpoint\'s seed {self.seed} instead of the config\'s {cfg.seed}')
-
-        # same seed on every rank: identical initial weights (DDP also broadcasts rank 0's)
-        set_random_seed(self.seed)
-        self.model: nn.Module = MODELS.build(cfg.model)
-        self.model.to(self.device)
-        # a different torch stream per rank (dropout and the like; augmentations are seeded per item, see data.py)
-        set_random_seed(self.seed + self.rank)
-
-        self.train_loader = build_dataloader(cfg.train_dataloader, train=True, seed=self.seed, rank=self.rank,
-                                             world_size=self.world_size, device_type=self.device.type,
-                                             name='train_dataloader')
+        # a resumed run goes on with its checkpoint's seed: it decided the shuffle order and the augmentations
+        self.seed = int(resume_ckpt['meta']['seed']) if resume_ckpt else int(seed or 0)
+        if resume_ckpt and seed is not None and int(seed) != self.seed:
+            self.log.warning(f'resuming with the checkpoint\'s seed {self.seed} instead of the config\'s {seed}')
+        self.train_loader = train_dataloader
+        loader_data = train_dataloader.dataset
+        if isinstance(loader_data, EpochSeededDataset) and loader_data.seed != self.seed:
+            whose = ' (its checkpoint\'s)' if resume_ckpt else ''
+            raise ValueError(f'train_dataloader was built with seed {loader_data.seed}, the run has seed {self.seed}'
+                             f'{whose}: the batches would not be the run\'s; build it with seed={self.seed} '
+                             '(Trainer.from_config does)')
         self.iters_per_epoch = len(self.train_loader)
         if self.iters_per_epoch == 0:
             raise ValueError(f'the training set yields no batches (dataset length {len(self.train_loader.dataset)}, '
                              f'batch_size {self.train_loader.batch_size}, drop_last); check train_dataloader')
-        self.val_loader, self.metrics = None, []
-        if cfg.get('val_dataloader') and cfg.get('val_evaluator') and self.val_interval > 0:
-            self.val_loader = build_dataloader(cfg.val_dataloader, train=False, rank=self.rank,
-                                               world_size=self.world_size, device_type=self.device.type,
-                                               name='val_dataloader')
-            self.metrics = build_metrics(cfg.val_evaluator)
+
+        self.model: nn.Module = model.to(self.device)
+        self.evaluator = as_evaluator(evaluator)
+        self.val_loader = val_dataloader if self.evaluator.metrics and self.val_interval > 0 else None
         metainfo = getattr(self.train_loader.dataset, 'metainfo', None) or {}
         self.dataset_meta = to_checkpoint_safe(dict(metainfo))
         self.model.dataset_meta = self.dataset_meta  # class names travel with the model into checkpoints
+        if load_from and not resume_ckpt:
+            self.log.info(f'initialising the weights from {load_from}')
+            load_model_weights(self.model, load_from, strict=False)
 
-        if cfg.get('sync_bn') and is_distributed():
-            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
-        if cfg.get('load_from') and not resume_ckpt:
-            self.log.info(f'initialising the weights from {cfg.load_from}')
-            load_model_weights(self.model, cfg.load_from, strict=False)
-
-        optim_cfg = copy.deepcopy(cfg.optim_wrapper)
         self.total_batch_size = self.train_loader.batch_size * self.world_size
-        scale_cfg = cfg.get('auto_scale_lr') or {}
-        if scale_cfg.get('enable', False):
-            if 'base_batch_size' not in scale_cfg:
-                raise KeyError('auto_scale_lr.enable is set but auto_scale_lr.base_batch_size is missing')
-            old_lr = optim_cfg['optimizer']['lr']
-            new_lr = scale_lr_by_batch_size(optim_cfg, self.total_batch_size, int(scale_cfg['base_batch_size']))
-            self.log.info(f'auto_scale_lr: lr {old_lr:g} -> {new_lr:g} (total batch {self.total_batch_size} = '
-                          f'{self.world_size} x {self.train_loader.batch_size}, base {scale_cfg["base_batch_size"]})')
-        self.optim_wrapper = build_optim_wrapper(build_optimizer(self.model, optim_cfg), optim_cfg, self.device.type)
-        self.lr_scheduler = build_lr_scheduler(self.optim_wrapper.optimizer, cfg.get('param_scheduler'),
-                                               self.iters_per_epoch)
+        if isinstance(optim_wrapper, torch.optim.Optimizer):
+            optim_wrapper = OptimWrapper(optim_wrapper, device_type=self.device.type)
+        self.optim_wrapper: OptimWrapper = optim_wrapper
+        if isinstance(param_scheduler, LRScheduler):
+            self.lr_scheduler = param_scheduler
+        else:
+            self.lr_scheduler = LRScheduler(self.optim_wrapper.optimizer, list(param_scheduler or []),
+                                            self.iters_per_epoch)
 
         self.loss_model: nn.Module = _DetectorLoss(self.model)
         if is_distributed():
             self.loss_model = DistributedDataParallel(
                 self.loss_model, device_ids=[self.device.index] if self.device.type == 'cuda' else None,
-                find_unused_parameters=bool(cfg.get('find_unused_parameters', False)))
+                find_unused_parameters=bool(find_unused_parameters))
 
         self.epoch = 0
         self.iter = 0
@@ -256,23 +314,92 @@ class Trainer:
         self.best_ckpt: str | None = None
         self.last_ckpt: str | None = None
         self.last_metrics: dict[str, Any] = {}
-        self.config_text = _config_text(cfg)
+        # a different torch stream per rank (dropout and the like; augmentations are seeded per item, see data.py)
+        set_random_seed(self.seed + self.rank)
         if resume_ckpt:
             self._resume(resume_ckpt)  # last: it restores the RNG states
 
-    # ----------------------------------------------------------------------------------------------- setup
-    def _resolve_resume(self, resume: Any) -> str | None:
-        if not resume:
-            return None
-        if resume is True or resume == 'auto':
-            path = find_latest_checkpoint(self.work_dir)
-            if path is None:
-                self.log.info(f'resume=auto: no epoch_N.pth in {self.work_dir}, training from scratch')
-            return path
-        if not os.path.isfile(resume):
-            raise FileNotFoundError(f'--resume checkpoint not found: {resume}')
-        return str(resume)
+    @classmethod
+    def from_config(cls, cfg: Any) -> Trainer:
+        """Build everything a config describes and the trainer over it: the one place that reads a config.
 
+        Config keys read (see docs/conventions.md): ``work_dir`` (required), ``model``, ``train_dataloader``,
+        ``val_dataloader`` + ``val_evaluator`` (optional), ``optim_wrapper``, ``param_scheduler``,
+        ``train_cfg`` (``max_epochs``, ``val_interval``, ``val_begin``), ``auto_scale_lr`` (``enable``,
+        ``base_batch_size``), ``default_hooks`` (``logger.interval``, ``logger.tensorboard``,
+        ``checkpoint.interval``, ``checkpoint.max_keep_ckpts``, ``checkpoint.save_best``, ``checkpoint.rule``),
+        ``env_cfg`` (``num_threads``, ``opencv_num_threads``, ``cudnn_benchmark``: see :func:`setup_env`),
+        ``seed``, ``device``, ``load_from``, ``resume`` (``False``, ``True``/``'auto'`` for the latest
+        ``epoch_N.pth`` in ``work_dir``, or a path), ``find_unused_parameters``, ``sync_bn``, ``log_level``. Any
+        key nothing reads is an error (:func:`~detkit.engine.config_check.check_config`), raised before anything
+        is built.
+
+        The work dir is held from before anything is built, so a second run on it is refused at once.
+        """
+        check_config(cfg)  # a misspelled key is an error before anything is built
+        work_dir = cfg.get('work_dir')
+        if not work_dir:
+            raise KeyError('the config has no work_dir (tools/train.py sets it from --work-dir or the config name)')
+        train_cfg = cfg.get('train_cfg') or {}
+        if 'max_epochs' not in train_cfg:
+            raise KeyError('train_cfg.max_epochs is missing from the config')
+        val_interval = int(train_cfg.get('val_interval', 1))
+        hooks = cfg.get('default_hooks') or {}
+        log_cfg, ckpt_cfg = hooks.get('logger') or {}, hooks.get('checkpoint') or {}
+        device = resolve_device(cfg.get('device'))
+        rank, world_size = get_rank(), get_world_size()
+        setup_env(cfg.get('env_cfg'), device.type)
+
+        lock = _acquire_work_dir(work_dir, rank)
+        try:
+            # resume: the checkpoint's seed decides the shuffle order, so read it (not its tensors) first
+            resume_from = resolve_resume(cfg.get('resume', False), work_dir)
+            seed = int(load_checkpoint(resume_from, mmap=True)['meta']['seed']) if resume_from else \
+                int(cfg.get('seed') or 0)
+            set_random_seed(seed)  # the same on every rank: identical initial weights (DDP also broadcasts them)
+            model = MODELS.build(cfg.model).to(device)
+            train_loader = build_dataloader(cfg.train_dataloader, train=True, seed=seed, rank=rank,
+                                            world_size=world_size, device_type=device.type, name='train_dataloader')
+            val_loader, evaluator = None, None
+            if cfg.get('val_dataloader') and cfg.get('val_evaluator') and val_interval > 0:
+                val_loader = build_dataloader(cfg.val_dataloader, train=False, rank=rank, world_size=world_size,
+                                              device_type=device.type, name='val_dataloader')
+                evaluator = build_evaluator(cfg.val_evaluator)
+            if cfg.get('sync_bn') and is_distributed():
+                model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+
+            optim_cfg = copy.deepcopy(cfg.optim_wrapper)
+            notes = []
+            scale_cfg = cfg.get('auto_scale_lr') or {}
+            if scale_cfg.get('enable', False):
+                if 'base_batch_size' not in scale_cfg:
+                    raise KeyError('auto_scale_lr.enable is set but auto_scale_lr.base_batch_size is missing')
+                total_batch = train_loader.batch_size * world_size
+                old_lr = optim_cfg['optimizer']['lr']
+                new_lr = scale_lr_by_batch_size(optim_cfg, total_batch, int(scale_cfg['base_batch_size']))
+                notes.append(f'auto_scale_lr: lr {old_lr:g} -> {new_lr:g} (total batch {total_batch} = '
+                             f'{world_size} x {train_loader.batch_size}, base {scale_cfg["base_batch_size"]})')
+            optim_wrapper = build_optim_wrapper(build_optimizer(model, optim_cfg), optim_cfg, device.type)
+
+            trainer = cls(
+                model=model, work_dir=work_dir, train_dataloader=train_loader, optim_wrapper=optim_wrapper,
+                max_epochs=int(train_cfg['max_epochs']), param_scheduler=build_schedules(cfg.get('param_scheduler')),
+                val_dataloader=val_loader, evaluator=evaluator, val_interval=val_interval,
+                val_begin=int(train_cfg.get('val_begin', 1)), seed=cfg.get('seed'), device=device,
+                load_from=cfg.get('load_from'), resume=resume_from or cfg.get('resume', False),
+                find_unused_parameters=bool(cfg.get('find_unused_parameters', False)),
+                log_interval=int(log_cfg.get('interval', 50)), tensorboard=bool(log_cfg.get('tensorboard', True)),
+                log_level=cfg.get('log_level') or 'INFO', checkpoint_interval=int(ckpt_cfg.get('interval', 1)),
+                max_keep_ckpts=ckpt_cfg.get('max_keep_ckpts', -1), save_best=ckpt_cfg.get('save_best', 'auto'),
+                best_rule=ckpt_cfg.get('rule', 'greater'), config_text=_config_text(cfg))
+        finally:
+            if lock is not None:
+                lock.release()  # the trainer holds its own
+        for note in notes:
+            trainer.log.info(note)
+        return trainer
+
+    # ----------------------------------------------------------------------------------------------- setup
     def _resume(self, ckpt: dict[str, Any]) -> None:
         meta = ckpt.get('meta', {})
         missing = [k for k in ('state_dict', 'optimizer', 'param_schedulers', 'rng_states') if k not in ckpt]
@@ -319,6 +446,7 @@ class Trainer:
                 'or drop_last changed); the lr schedule would not match. Start a new run from its weights with '
                 f'load_from={self.resume_from!r}')
 
+
     # ----------------------------------------------------------------------------------------------- train
     def _release_lock(self) -> None:
         if self._lock is not None:
@@ -349,7 +477,8 @@ class Trainer:
 
     def train_epoch(self) -> None:
         """One pass over the training set (``self.epoch`` is the 0-based index of this epoch)."""
-        self.train_loader.sampler.set_epoch(self.epoch)  # shuffle with seed + epoch
+        if hasattr(self.train_loader.sampler, 'set_epoch'):
+            self.train_loader.sampler.set_epoch(self.epoch)  # shuffle with seed + epoch
         self.model.train()
         window: dict[str, float] = {}
         n_window, t_data, t_iter = 0, 0.0, 0.0
@@ -446,7 +575,7 @@ class Trainer:
 
     def validate(self) -> dict[str, Any]:
         """Evaluate the current weights on the validation set; logs and returns the metrics."""
-        result = evaluate(self.model, self.val_loader, self.metrics, self.device, desc=f'val {self.epoch}')
+        result = evaluate(self.model, self.val_loader, self.evaluator, self.device, desc=f'val {self.epoch}')
         self.last_metrics = result.metrics
         self.log.log_val(epoch=self.epoch, step=self.iter, metrics=result.metrics)
         return result.metrics

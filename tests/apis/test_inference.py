@@ -1,4 +1,8 @@
 """init_detector / inference_detector on the toy parts, and the result exchange formats."""
+import os
+import subprocess
+import sys
+
 import cv2
 import numpy as np
 import pytest
@@ -143,3 +147,18 @@ def test_per_class_arrays():
     assert out[1][0].shape == (1, 5) and out[1][1].dtype == np.float32
     np.testing.assert_allclose(out[1][1], [[1, 2, 4, 8, 0.9]])
     assert out[0][2].shape == (0, 5)
+
+
+def test_inference_does_not_import_the_training_engine():
+    """detkit.apis reads weights (detkit.utils.checkpoint_io) and datasets' helpers without the engine."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    code = ('import sys, numpy as np\n'
+            'from detkit.apis import inference_detector, init_detector\n'
+            'from detkit.apis.results import to_coco_detections\n'
+            'model = init_detector("configs/quickstart/ssd_shapes.py", device="cpu")\n'
+            'inference_detector(model, np.zeros((64, 64, 3), np.uint8))\n'
+            'print(sorted(m for m in sys.modules if m.startswith("detkit.engine")))\n')
+    out = subprocess.run([sys.executable, '-c', code], cwd=root, capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, PYTHONPATH=root))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == '[]'

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from detkit.datasets import ConcatDataset, RepeatDataset, build_dataset, collate, shapes_dataset_cfg
+from detkit.datasets import ConcatDataset, RepeatDataset, build_dataset, collate, find_dataset_attr, shapes_dataset_cfg
 from detkit.registry import DATASETS, TRANSFORMS
 
 PIPELINE = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations'),
@@ -71,3 +71,21 @@ def test_build_dataset_passes_built_objects_and_default_args(shapes_root):
     assert ds.test_mode and build_dataset(ds) is ds
     with pytest.raises(KeyError, match="Did you mean 'VOCDataset'"):
         build_dataset(dict(type='VocDataset'))
+
+
+def test_find_dataset_attr_looks_through_wrappers():
+    class Leaf:
+        def summary(self):
+            return 'ok'
+
+    class Repeat:
+        def __init__(self, dataset):
+            self.dataset = dataset
+
+    class Concat:
+        def __init__(self, datasets):
+            self.datasets = datasets
+
+    a, b = Leaf(), Leaf()
+    assert find_dataset_attr(Repeat(Concat([a, Repeat(b), object()])), 'summary') == [a, b]
+    assert find_dataset_attr(Repeat(object()), 'summary') == []

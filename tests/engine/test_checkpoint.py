@@ -1,15 +1,14 @@
-"""Checkpoints: atomic writes, weights_only reads with clear errors, RNG states, latest-checkpoint lookup."""
+"""Checkpoints: atomic writes, weights_only reads with clear errors, latest-checkpoint lookup."""
 import logging
 import os
-import random
 
 import numpy as np
 import pytest
 import torch
 
 from detkit.engine import checkpoint as ckpt_mod
-from detkit.engine.checkpoint import (CheckpointError, find_latest_checkpoint, get_rng_state, load_checkpoint,
-                                      load_model_weights, save_checkpoint, set_rng_state, to_checkpoint_safe)
+from detkit.engine.checkpoint import (CheckpointError, find_latest_checkpoint, load_checkpoint, load_model_weights,
+                                      save_checkpoint, to_checkpoint_safe)
 
 
 def test_round_trip_and_no_temporary_files_left(tmp_path):
@@ -69,23 +68,6 @@ def test_pickled_objects_are_not_loaded(tmp_path):
     torch.save({'obj': {1, 2}, 'cls': Foreign.__name__, 'x': np.zeros(2)}, path)
     with pytest.raises(CheckpointError, match='pickled Python objects'):
         load_checkpoint(path)
-
-
-def test_rng_states_round_trip_through_a_checkpoint(tmp_path):
-    random.seed(1)
-    np.random.seed(2)
-    torch.manual_seed(3)
-    random.gauss(0, 1)  # leaves a cached gaussian in python's state
-    np.random.randn()
-    save_checkpoint({'rng': get_rng_state()}, tmp_path / 'rng.pth')
-    expected = (random.random(), random.gauss(0, 1), np.random.rand(3).tolist(), np.random.randn(),
-                torch.rand(3).tolist())
-    random.seed(99)
-    np.random.seed(99)
-    torch.manual_seed(99)
-    set_rng_state(load_checkpoint(tmp_path / 'rng.pth')['rng'])
-    got = (random.random(), random.gauss(0, 1), np.random.rand(3).tolist(), np.random.randn(), torch.rand(3).tolist())
-    assert got == expected
 
 
 def test_find_latest_checkpoint_orders_by_epoch_number(tmp_path):

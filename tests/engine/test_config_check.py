@@ -35,6 +35,9 @@ def _cfg(tmp_path, **overrides):
     ({'optim_wrapper.clip_grad.max_nrom': 1.0}, r"'max_nrom' in optim_wrapper.clip_grad; did you mean 'max_norm'"),
     ({'optim_wrapper.paramwise_cfg': dict(norm_decay=0.0)},
      r"'norm_decay' in optim_wrapper.paramwise_cfg; did you mean 'norm_decay_mult'"),
+    # mmengine's constructor reads it but detkit has no deformable convolutions: it would do nothing
+    ({'optim_wrapper.paramwise_cfg': dict(dcn_offset_lr_mult=0.1)},
+     r"'dcn_offset_lr_mult' in optim_wrapper.paramwise_cfg"),
     ({'optim_wrapper.optimizer.momentun': 0.9}, r"'momentun' in optimizer SGD; did you mean 'momentum'"),
     ({'param_scheduler.1.milestone': [2]}, r"'milestone' in scheduler MultiStepLR; did you mean 'milestones'"),
     ({'train_dataloader.batchsize': 4}, r"'batchsize' in train_dataloader; did you mean 'batch_size'"),
@@ -49,7 +52,7 @@ def test_keys_nothing_reads_are_errors_before_anything_is_built(tmp_path, option
     cfg = _cfg(tmp_path)
     cfg.merge_from_dict(option)
     with pytest.raises(ConfigKeyError, match=match):
-        Trainer(cfg)
+        Trainer.from_config(cfg)
     assert not list(tmp_path.iterdir())  # refused before the work dir was touched
 
 
@@ -70,15 +73,19 @@ def test_helper_variables_and_supported_mmengine_keys_are_accepted(tmp_path):
                find_unused_parameters=False, sync_bn=False, **helpers)
     cfg.merge_from_dict({'train_cfg.type': 'EpochBasedTrainLoop', 'default_hooks.logger.type': 'LoggerHook',
                          'optim_wrapper.type': 'OptimWrapper', 'train_dataloader.sampler': dict(
-                             type='DefaultSampler', shuffle=True)})
+                             type='DefaultSampler', shuffle=True),
+                         # the paramwise options of mmengine's DefaultOptimWrapperConstructor
+                         'optim_wrapper.paramwise_cfg': dict(
+                             norm_decay_mult=0.0, bias_decay_mult=0.0, bias_lr_mult=2.0, dwconv_decay_mult=0.0,
+                             flat_decay_mult=0.0, custom_keys={'cls_conv': dict(lr_mult=0.1, decay_mult=0.0)})})
     check_config(cfg)
-    trainer = Trainer(cfg)
+    trainer = Trainer.from_config(cfg)
     assert logging.getLogger('detkit').level == logging.DEBUG  # log_level is honoured, not ignored
     trainer.close()
     cfg.log_level = 'LOUD'
     with pytest.raises(ValueError, match="log_level must be one of .* got 'LOUD'"):
         check_config(cfg)
-    Trainer(_cfg(tmp_path)).close()  # the next run logs at INFO again
+    Trainer.from_config(_cfg(tmp_path)).close()  # the next run logs at INFO again
     assert logging.getLogger('detkit').level == logging.INFO
 
 

@@ -32,7 +32,7 @@ def _cfg(work_dir, batch_size):
 def _single(rank, work_dir, out_dir):
     """The 1-process reference run, in a fresh interpreter like the ranks (not in pytest's own process)."""
     torch.set_num_threads(1)
-    trainer = Trainer(_cfg(work_dir, batch_size=4))
+    trainer = Trainer.from_config(_cfg(work_dir, batch_size=4))
     metrics = trainer.train()
     torch.save(trainer.model.state_dict(), os.path.join(out_dir, 'single.pt'))
     with open(os.path.join(out_dir, 'metrics_single.json'), 'w') as f:
@@ -45,7 +45,7 @@ def _worker(rank, world_size, port, work_dir, out_dir):
     torch.set_num_threads(1)
     init_dist('pytorch', 'cpu')
     try:
-        trainer = Trainer(_cfg(work_dir, batch_size=2))
+        trainer = Trainer.from_config(_cfg(work_dir, batch_size=2))
         metrics = trainer.train()
         torch.save(trainer.model.state_dict(), os.path.join(out_dir, f'rank{rank}.pt'))
         with open(os.path.join(out_dir, f'metrics{rank}.json'), 'w') as f:

@@ -69,7 +69,7 @@ def test_linear_lr_scaling_rule():
 
 def test_trainer_auto_scale_lr_uses_the_total_batch(tmp_path):
     cfg = toy.toy_config(str(tmp_path), auto_scale_lr=dict(enable=True, base_batch_size=8))
-    trainer = Trainer(cfg)
+    trainer = Trainer.from_config(cfg)
     # batch 2 x 1 process against a base of 8: lr 0.02 -> 0.005; the config itself is left alone
     assert trainer.lr_scheduler.base_lrs == pytest.approx([0.005])
     assert cfg.optim_wrapper.optimizer.lr == 0.02
@@ -96,3 +96,50 @@ def test_amp_on_cpu_is_bfloat16_without_a_scaler():
         OptimWrapper(torch.optim.SGD(net.parameters(), lr=0.1), amp=True, dtype='float16', device_type='cpu')
     with pytest.raises(KeyError, match='AmpOptimWrapper'):
         build_optim_wrapper(torch.optim.SGD(net.parameters(), lr=0.1), dict(type='Amp'), 'cpu')
+
+
+class Mixed(nn.Module):
+    """Norm layers, a depth-wise conv, a 1-d parameter outside norms, a frozen part and a shared parameter."""
+
+    def __init__(self):
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Conv2d(8, 8, 3, groups=8),
+                                      nn.LayerNorm(8))
+        self.head = nn.Linear(8, 4)
+        self.scale = nn.Parameter(torch.ones(4))
+        self.frozen = nn.Linear(4, 4)
+        self.frozen.requires_grad_(False)
+        self.tied = nn.Linear(4, 4, bias=False)
+        self.tied_again = nn.Linear(4, 4, bias=False)
+        self.tied_again.weight = self.tied.weight
+
+
+PARAMWISE = [dict(norm_decay_mult=0.0, bias_decay_mult=0.0),
+             dict(bias_lr_mult=2.0, dwconv_decay_mult=0.5, flat_decay_mult=0.25),
+             dict(custom_keys={'head': dict(lr_mult=0.1, decay_mult=0.0), 'backbone.0': dict(lr_mult=0.5)},
+                  norm_decay_mult=0.0)]
+
+
+@pytest.mark.parametrize('paramwise', PARAMWISE)
+def test_param_groups_give_every_parameter_mmengines_options(paramwise):
+    """The options of each parameter are those of mmengine's DefaultOptimWrapperConstructor; the groups merge
+    parameters with the same options, in the model's order."""
+    from mmengine.optim import DefaultOptimWrapperConstructor
+
+    net = Mixed()
+    ours = build_optimizer(net, dict(optimizer=dict(type='SGD', lr=0.1, momentum=0.9, weight_decay=1e-3),
+                                     paramwise_cfg=paramwise))
+    reference = DefaultOptimWrapperConstructor(
+        dict(type='OptimWrapper', optimizer=dict(type='SGD', lr=0.1, momentum=0.9, weight_decay=1e-3)),
+        dict(paramwise, bypass_duplicate=True))(net).optimizer
+    options = lambda g: {k: v for k, v in g.items() if k not in ('params', 'initial_lr')}  # noqa: E731
+    expected = {id(p): options(g) for g in reference.param_groups for p in g['params']}
+    got = {id(p): options(g) for g in ours.param_groups for p in g['params']}
+    assert got == expected
+    # one group per distinct set of options; trainable parameters once each, in model order, frozen ones left out
+    assert len(ours.param_groups) == len({repr(sorted(o.items())) for o in expected.values()})
+    order = [id(p) for g in ours.param_groups for p in g['params']]
+    trainable = [id(p) for p in net.parameters() if p.requires_grad]
+    assert sorted(order) == sorted(trainable) and len(order) == len(set(order))
+    for g in ours.param_groups:
+        assert [id(p) for p in g['params']] == [i for i in trainable if i in {id(p) for p in g['params']}]

@@ -44,12 +44,12 @@ def _loader(num_workers, persistent):
 @pytest.mark.parametrize('num_workers,persistent', [(0, False), (2, True)])
 def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, num_workers, persistent):
     loader = _loader(num_workers, persistent)
-    full = Trainer(_cfg(tmp_path / 'full', train_dataloader=loader))
+    full = Trainer.from_config(_cfg(tmp_path / 'full', train_dataloader=loader))
     full.train()
     expected = _state(full)
 
     # the same run, killed in the middle of the third epoch (after epoch_2.pth was written)
-    broken = Trainer(_cfg(tmp_path / 'broken', train_dataloader=loader))
+    broken = Trainer.from_config(_cfg(tmp_path / 'broken', train_dataloader=loader))
     calls = {'n': 0}
     step = broken.train_step
 
@@ -65,7 +65,7 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, num_workers,
 
     # a fresh process would start here: mess up the global RNGs to prove they are restored
     torch.manual_seed(1234)
-    resumed = Trainer(_cfg(tmp_path / 'broken', resume='auto', train_dataloader=loader))
+    resumed = Trainer.from_config(_cfg(tmp_path / 'broken', resume='auto', train_dataloader=loader))
     assert resumed.resume_from.endswith('epoch_2.pth')
     assert (resumed.epoch, resumed.iter) == (2, 6)
     resumed.train()
@@ -85,7 +85,7 @@ def test_batches_do_not_depend_on_the_number_of_workers(tmp_path):
     """Each item's augmentation is seeded by (seed, epoch, index): 0, 1 or 2 workers train the same weights."""
     states = []
     for i, (num_workers, persistent) in enumerate([(0, False), (1, False), (2, True)]):
-        trainer = Trainer(_cfg(tmp_path / str(i), train_dataloader=_loader(num_workers, persistent)))
+        trainer = Trainer.from_config(_cfg(tmp_path / str(i), train_dataloader=_loader(num_workers, persistent)))
         trainer.train()
         states.append(_state(trainer))
     for other in states[1:]:
@@ -94,7 +94,7 @@ def test_batches_do_not_depend_on_the_number_of_workers(tmp_path):
 
 
 def test_augmentations_differ_between_epochs_and_items(tmp_path):
-    trainer = Trainer(_cfg(tmp_path, train_dataloader=_loader(0, False)))
+    trainer = Trainer.from_config(_cfg(tmp_path, train_dataloader=_loader(0, False)))
     dataset = trainer.train_loader.dataset
     a, b, c = dataset[(0, 1)]['inputs'], dataset[(1, 1)]['inputs'], dataset[(0, 1)]['inputs']
     assert torch.equal(a, c) and not torch.equal(a, b)
@@ -103,25 +103,25 @@ def test_augmentations_differ_between_epochs_and_items(tmp_path):
 
 
 def test_resume_from_an_explicit_path_and_a_finished_run(tmp_path):
-    first = Trainer(_cfg(tmp_path, train_cfg=dict(max_epochs=1, val_interval=1)))
+    first = Trainer.from_config(_cfg(tmp_path, train_cfg=dict(max_epochs=1, val_interval=1)))
     first.train()
-    again = Trainer(_cfg(tmp_path, train_cfg=dict(max_epochs=1, val_interval=1),
+    again = Trainer.from_config(_cfg(tmp_path, train_cfg=dict(max_epochs=1, val_interval=1),
                          resume=str(tmp_path / 'epoch_1.pth')))
     assert again.epoch == 1
     again.train()  # nothing left to do
     assert again.iter == first.iter
     with pytest.raises(FileNotFoundError, match='nope.pth'):
-        Trainer(_cfg(tmp_path, resume=str(tmp_path / 'nope.pth')))
+        Trainer.from_config(_cfg(tmp_path, resume=str(tmp_path / 'nope.pth')))
 
 
 def test_resume_with_another_total_batch_size_is_refused_naming_both(tmp_path):
     # epoch 2 would start at iteration 3 of a run with 2 iterations per epoch: the epoch-based lr steps move
-    Trainer(_cfg(tmp_path, train_cfg=dict(max_epochs=1, val_interval=1))).train()
+    Trainer.from_config(_cfg(tmp_path, train_cfg=dict(max_epochs=1, val_interval=1))).train()
     with pytest.raises(ValueError, match=r'total batch size of 2, this run has 3 .*1 process\(es\) x batch 3'):
-        Trainer(_cfg(tmp_path, resume='auto', train_dataloader=dict(_loader(0, False), batch_size=3)))
+        Trainer.from_config(_cfg(tmp_path, resume='auto', train_dataloader=dict(_loader(0, False), batch_size=3)))
     # the same batch size over a training set of another length moves the schedule too
     with pytest.raises(ValueError, match=r'1 epoch\(s\) in 3 iterations .* 4 per epoch'):
-        Trainer(_cfg(tmp_path, resume='auto', train_dataloader=dict(
+        Trainer.from_config(_cfg(tmp_path, resume='auto', train_dataloader=dict(
             _loader(0, False), dataset=dict(type='ToyDataset', num_images=8, pipeline=toy.toy_pipeline()))))
 
 
@@ -136,7 +136,7 @@ from detkit.engine import Trainer
 from test_resume import _cfg, _loader
 
 kill_at, work_dir = sys.argv[1], sys.argv[2]
-trainer = Trainer(_cfg(work_dir, train_dataloader=_loader(2, True)))
+trainer = Trainer.from_config(_cfg(work_dir, train_dataloader=_loader(2, True)))
 if kill_at == 'mid_epoch':
     step, calls = trainer.train_step, [0]
 
@@ -168,7 +168,7 @@ trainer.train()
 @pytest.fixture(scope='module')
 def uninterrupted(tmp_path_factory):
     work_dir = tmp_path_factory.mktemp('full')
-    trainer = Trainer(_cfg(work_dir, train_dataloader=_loader(2, True)))
+    trainer = Trainer.from_config(_cfg(work_dir, train_dataloader=_loader(2, True)))
     trainer.train()
     return work_dir, trainer
 
@@ -190,7 +190,7 @@ def test_kill_9_then_resume_equals_the_uninterrupted_run(tmp_path, uninterrupted
         assert [n for n in os.listdir(tmp_path) if n.startswith('.epoch_4.pth.') and n.endswith('.tmp')]
 
     # the killed process's lock is gone with it; its leftovers are removed on resume
-    resumed = Trainer(_cfg(tmp_path, resume='auto', train_dataloader=_loader(2, True)))
+    resumed = Trainer.from_config(_cfg(tmp_path, resume='auto', train_dataloader=_loader(2, True)))
     assert resumed.resume_from.endswith(resume_from)
     resumed.train()
     expected, got = _state(full), _state(resumed)

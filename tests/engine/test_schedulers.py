@@ -1,7 +1,9 @@
-"""Learning-rate schedules: values at chosen iterations against hand computation, composition, state."""
+"""Learning-rate schedules: values at chosen iterations against hand computation and against mmengine's
+schedulers, composition, state."""
 import io
 import math
 
+import mmengine.optim.scheduler as mm_sched
 import pytest
 import torch
 from torch import nn
@@ -110,3 +112,62 @@ def test_bad_configs_name_the_problem():
         MultiStepLR(milestones=[5, 2])
     with pytest.raises(ValueError, match='end'):
         LinearLR(begin=10, end=5)
+
+
+# ----------------------------------------------------------------------------- against mmengine's own schedulers
+def _mmengine_lrs(make, iters_per_epoch, n):
+    """The lr mmengine's schedulers give iterations 0..n-1, stepped as its ParamSchedulerHook steps them: the
+    iteration-based ones after every iteration, the epoch-based ones after every epoch."""
+    optimizer = _optimizer()
+    schedulers = make(optimizer)
+    lrs = []
+    for i in range(n):
+        lrs.append(optimizer.param_groups[0]['lr'])
+        optimizer.step()
+        for s in schedulers:
+            if not s.by_epoch:
+                s.step()
+        if (i + 1) % iters_per_epoch == 0:
+            for s in schedulers:
+                if s.by_epoch:
+                    s.step()
+    return lrs
+
+
+@pytest.mark.parametrize('case', ['multistep', 'step', 'cosine_by_epoch', 'cosine_iter_based'])
+def test_equals_mmengine_inside_the_schedule_and_reaches_the_end_value_at_end(case):
+    ipe, end = 3, 6  # 3 iterations per epoch, the schedules end after epoch 6 (iteration 18)
+    mm, ours = {
+        'multistep': (lambda o: [mm_sched.MultiStepLR(o, milestones=[2, 4], gamma=0.1, by_epoch=True, end=end)],
+                      [MultiStepLR(milestones=[2, 4], gamma=0.1, end=end)]),
+        'step': (lambda o: [mm_sched.StepLR(o, step_size=2, gamma=0.5, by_epoch=True, end=end)],
+                 [StepLR(step_size=2, gamma=0.5, end=end)]),
+        'cosine_by_epoch': (lambda o: [mm_sched.CosineAnnealingLR(o, T_max=end, eta_min=1e-3, by_epoch=True, end=end)],
+                            [CosineAnnealingLR(T_max=end, eta_min=1e-3, end=end)]),
+        'cosine_iter_based': (lambda o: [mm_sched.CosineAnnealingLR.build_iter_from_epoch(
+            o, T_max=end, eta_min=1e-3, by_epoch=True, begin=0, end=end, epoch_length=ipe)],
+            [CosineAnnealingLR(T_max=end, eta_min=1e-3, end=end, convert_to_iter_based=True)]),
+    }[case]
+    reference = _mmengine_lrs(mm, ipe, 10 * ipe)
+    got = LRScheduler(_optimizer(), ours, ipe)
+    assert [got.lrs_at(i)[0] for i in range(end * ipe)] == pytest.approx(reference[:end * ipe], rel=1e-12)
+    # from `end` on both hold; detkit holds the schedule's value at `end` (cosine: eta_min), mmengine the value of
+    # its last step before it, so the cosine schedules part there
+    final = {'multistep': BASE * 0.01, 'step': BASE * 0.125, 'cosine_by_epoch': 1e-3, 'cosine_iter_based': 1e-3}[case]
+    assert got.lrs_at(end * ipe)[0] == pytest.approx(final, rel=1e-12)
+    assert got.lrs_at(10 * ipe)[0] == pytest.approx(final, rel=1e-12)
+
+
+def test_linear_warmup_ends_one_step_later_than_mmengines():
+    """Why detkit keeps its own schedules: mmengine's LinearLR(end=e) reaches end_factor at e - 1, detkit's at e
+    (mmengine's LinearLR(end=e + 1) is detkit's LinearLR(end=e)), so mmengine's would change every warmup."""
+    ours = LRScheduler(_optimizer(), [LinearLR(start_factor=0.1, begin=0, end=10),
+                                      MultiStepLR(milestones=[2, 4], gamma=0.1)], iters_per_epoch=3)
+    got = [ours.lrs_at(i)[0] for i in range(20)]
+    one_longer = _mmengine_lrs(lambda o: [mm_sched.LinearLR(o, start_factor=0.1, by_epoch=False, begin=0, end=11),
+                                          mm_sched.MultiStepLR(o, milestones=[2, 4], gamma=0.1, by_epoch=True)], 3, 20)
+    assert got == pytest.approx(one_longer, rel=1e-12)
+    same_end = _mmengine_lrs(lambda o: [mm_sched.LinearLR(o, start_factor=0.1, by_epoch=False, begin=0, end=10)], 3, 10)
+    warmup = LRScheduler(_optimizer(), [LinearLR(start_factor=0.1, begin=0, end=10)], iters_per_epoch=3)
+    assert same_end[9] == pytest.approx(BASE) and warmup.lrs_at(9)[0] == pytest.approx(BASE * 0.91)
+    assert warmup.lrs_at(10)[0] == BASE

@@ -1,4 +1,5 @@
-"""Trainer behaviour: NaN stop, AMP on CPU, checkpoints kept and best, logs, dataset summary, evaluation."""
+"""Trainer behaviour: NaN stop, AMP on CPU, checkpoints kept and best, logs, dataset summary, evaluation; built
+from objects or from a config."""
 import glob
 import json
 import math
@@ -8,9 +9,9 @@ import pytest
 import toy
 import torch
 
-from detkit.engine import NonFiniteLossError, Trainer, sum_losses
+from detkit.engine import (LinearLR, MultiStepLR, NonFiniteLossError, OptimWrapper, Trainer, build_dataloader,
+                           set_random_seed, sum_losses)
 from detkit.engine.checkpoint import load_checkpoint, load_model_weights
-from detkit.engine.data import find_dataset_attr
 from detkit.engine.evaluator import select_main_metric
 
 
@@ -18,7 +19,7 @@ def test_nan_loss_stops_with_iteration_and_term_and_keeps_last_checkpoint(tmp_pa
     # 4 iterations per epoch; the 7th loss call (epoch 2, iteration 3) is NaN in loss_bbox
     cfg = toy.toy_config(str(tmp_path), model=dict(type='ToyDetector', nan_after=6),
                          train_cfg=dict(max_epochs=3, val_interval=1))
-    trainer = Trainer(cfg)
+    trainer = Trainer.from_config(cfg)
     with pytest.raises(NonFiniteLossError) as err:
         trainer.train()
     msg = str(err.value)
@@ -36,7 +37,7 @@ def test_nan_loss_stops_with_iteration_and_term_and_keeps_last_checkpoint(tmp_pa
 
 
 def test_nan_weights_are_never_written(tmp_path):
-    trainer = Trainer(toy.toy_config(str(tmp_path), train_cfg=dict(max_epochs=1)))
+    trainer = Trainer.from_config(toy.toy_config(str(tmp_path), train_cfg=dict(max_epochs=1)))
     with torch.no_grad():
         trainer.model.cls_conv.bias[0] = float('inf')
     trainer.epoch = 1
@@ -49,7 +50,7 @@ def test_nan_weights_are_never_written(tmp_path):
 def test_bf16_amp_step_on_cpu(tmp_path):
     cfg = toy.toy_config(str(tmp_path))
     cfg.optim_wrapper.type = 'AmpOptimWrapper'
-    trainer = Trainer(cfg)
+    trainer = Trainer.from_config(cfg)
     assert trainer.optim_wrapper.dtype == torch.bfloat16 and trainer.optim_wrapper.scaler is None
     seen = []
     trainer.model.cls_conv.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
@@ -68,7 +69,7 @@ def test_checkpoints_best_logs_and_summary(tmp_path):
     cfg = toy.toy_config(str(tmp_path), train_cfg=dict(max_epochs=3, val_interval=2),
                          default_hooks=dict(logger=dict(interval=3, tensorboard=True),
                                             checkpoint=dict(interval=1, max_keep_ckpts=1, save_best='auto')))
-    trainer = Trainer(cfg)
+    trainer = Trainer.from_config(cfg)
     metrics = trainer.train()
     assert set(metrics) == {'toy/mAP', 'toy/num_images'} and metrics['toy/num_images'] == 4
     names = sorted(os.listdir(tmp_path))
@@ -100,24 +101,6 @@ def test_sum_losses_accepts_lists_and_rejects_other_values():
         sum_losses({'loss_x': 3.0})
 
 
-def test_find_dataset_attr_looks_through_wrappers():
-    class Leaf:
-        def summary(self):
-            return 'ok'
-
-    class Repeat:
-        def __init__(self, dataset):
-            self.dataset = dataset
-
-    class Concat:
-        def __init__(self, datasets):
-            self.datasets = datasets
-
-    a, b = Leaf(), Leaf()
-    assert find_dataset_attr(Repeat(Concat([a, Repeat(b), object()])), 'summary') == [a, b]
-    assert find_dataset_attr(Repeat(object()), 'summary') == []
-
-
 def test_select_main_metric():
     assert select_main_metric({'voc/AP50': 1, 'voc/mAP': 2}) == 'voc/mAP'
     assert select_main_metric({'voc/mAP': 1, 'coco/bbox_mAP': 2}) == 'coco/bbox_mAP'
@@ -130,8 +113,60 @@ def test_select_main_metric():
 def test_missing_config_keys_are_named(tmp_path):
     cfg = toy.toy_config(str(tmp_path), train_cfg=dict(val_interval=1))
     with pytest.raises(KeyError, match='max_epochs'):
-        Trainer(cfg)
+        Trainer.from_config(cfg)
     cfg = toy.toy_config(str(tmp_path))
     cfg.train_dataloader.batch_sizes = 3
     with pytest.raises(KeyError, match='batch_sizes'):
-        Trainer(cfg)
+        Trainer.from_config(cfg)
+
+
+def _toy_objects(cfg, seed=0):
+    """What Trainer.from_config builds for the toy config, built by hand."""
+    set_random_seed(seed)  # from_config seeds before building the model: the same initial weights
+    model = toy.ToyDetector(num_classes=2, width=8)
+    train_loader = build_dataloader(cfg.train_dataloader, train=True, seed=seed)
+    val_loader = build_dataloader(cfg.val_dataloader, train=False)
+    return model, train_loader, val_loader
+
+
+def test_a_trainer_of_built_objects_trains_exactly_like_from_config(tmp_path):
+    cfg = toy.toy_config(str(tmp_path / 'config'), train_cfg=dict(max_epochs=3, val_interval=1))
+    by_config = Trainer.from_config(cfg)
+    by_config.train()
+
+    model, train_loader, val_loader = _toy_objects(cfg)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9, weight_decay=1e-4)
+    trainer = Trainer(model=model, work_dir=tmp_path / 'objects', train_dataloader=train_loader,
+                      optim_wrapper=OptimWrapper(optimizer, clip_grad=dict(max_norm=10.0)), max_epochs=3,
+                      param_scheduler=[LinearLR(start_factor=0.1, by_epoch=False, begin=0, end=4),
+                                       MultiStepLR(milestones=[2], gamma=0.1, begin=0, end=4)],
+                      val_dataloader=val_loader, evaluator=[toy.ToyMetric()], seed=0, device='cpu',
+                      log_interval=2, tensorboard=False)
+    metrics = trainer.train()
+    assert metrics == by_config.last_metrics and (trainer.epoch, trainer.iter) == (3, 12)
+    expected = by_config.model.state_dict()
+    for k, v in trainer.model.state_dict().items():
+        assert torch.equal(v, expected[k]), k
+    assert sorted(n for n in os.listdir(tmp_path / 'objects') if n.endswith('.pth')) == \
+        sorted(n for n in os.listdir(tmp_path / 'config') if n.endswith('.pth'))
+    # the checkpoints resume like any: a from_config run continues the objects' run
+    resumed = Trainer.from_config(toy.toy_config(str(tmp_path / 'objects'), resume='auto',
+                                                 train_cfg=dict(max_epochs=3, val_interval=1)))
+    assert (resumed.epoch, resumed.iter) == (3, 12)
+    resumed.close()
+
+
+def test_a_plain_optimizer_without_schedules_and_the_seed_the_loader_was_built_with(tmp_path):
+    cfg = toy.toy_config(str(tmp_path))
+    model, train_loader, _ = _toy_objects(cfg)
+    trainer = Trainer(model=model, work_dir=tmp_path, train_dataloader=train_loader,
+                      optim_wrapper=torch.optim.SGD(model.parameters(), lr=0.01), max_epochs=1, device='cpu',
+                      tensorboard=False)
+    trainer.train()
+    assert trainer.optim_wrapper.param_groups[0]['lr'] == 0.01 and trainer.iter == 4  # constant lr, no evaluation
+    assert trainer.val_loader is None and os.path.isfile(tmp_path / 'epoch_1.pth')
+    with pytest.raises(ValueError, match=r'train_dataloader was built with seed 0, the run has seed 3'):
+        Trainer(model=model, work_dir=tmp_path / 'other', train_dataloader=train_loader,
+                optim_wrapper=torch.optim.SGD(model.parameters(), lr=0.01), max_epochs=1, seed=3)
+    with pytest.raises(TypeError):
+        Trainer(cfg)  # keyword arguments only; a config goes through Trainer.from_config

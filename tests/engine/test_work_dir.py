@@ -16,20 +16,20 @@ def test_a_second_run_is_refused_naming_the_work_dir_and_process_and_a_killed_ho
     holder = toy.hold_work_dir(str(tmp_path))
     try:
         with pytest.raises(WorkDirBusyError) as err:
-            Trainer(toy.toy_config(str(tmp_path)))
+            Trainer.from_config(toy.toy_config(str(tmp_path)))
         assert str(tmp_path) in str(err.value) and f'pid {holder.pid}' in str(err.value)
         assert not glob.glob(str(tmp_path / '*.log'))  # refused before writing anything
     finally:
         holder.send_signal(signal.SIGKILL)  # as a crash would: no cleanup runs in the holder
         holder.wait()
-    trainer = Trainer(toy.toy_config(str(tmp_path), train_cfg=dict(max_epochs=1)))
+    trainer = Trainer.from_config(toy.toy_config(str(tmp_path), train_cfg=dict(max_epochs=1)))
     trainer.train()
     assert os.path.isfile(tmp_path / 'epoch_1.pth')
 
 
 def test_runs_in_one_process_and_sequential_runs_do_not_conflict_or_share_a_log(tmp_path):
-    first = Trainer(toy.toy_config(str(tmp_path)))
-    second = Trainer(toy.toy_config(str(tmp_path)))  # same process (a notebook, the tests): re-entrant
+    first = Trainer.from_config(toy.toy_config(str(tmp_path)))
+    second = Trainer.from_config(toy.toy_config(str(tmp_path)))  # same process (a notebook, the tests): re-entrant
     assert first.timestamp != second.timestamp  # started within one second: still two logs
     first.close()
     second.close()
@@ -80,7 +80,7 @@ def test_tidy_removes_temporaries_and_keeps_exactly_one_best(tmp_path):
 
 
 def test_resume_removes_leftovers_and_keeps_the_valid_best(tmp_path):
-    Trainer(toy.toy_config(str(tmp_path), train_cfg=dict(max_epochs=2, val_interval=1))).train()
+    Trainer.from_config(toy.toy_config(str(tmp_path), train_cfg=dict(max_epochs=2, val_interval=1))).train()
     best = glob.glob(str(tmp_path / 'best_*.pth'))
     assert len(best) == 1
     meta = load_checkpoint(tmp_path / 'epoch_2.pth')['meta']
@@ -88,7 +88,8 @@ def test_resume_removes_leftovers_and_keeps_the_valid_best(tmp_path):
     # what a kill -9 while writing epoch 3 (after a new best) leaves
     (tmp_path / '.epoch_3.pth.q1w2e3.tmp').write_bytes(b'PK\x03\x04 half a zip')
     save_checkpoint({'meta': {}}, tmp_path / 'best_toy_mAP_epoch_3.pth')
-    resumed = Trainer(toy.toy_config(str(tmp_path), resume='auto', train_cfg=dict(max_epochs=2, val_interval=1)))
+    resumed = Trainer.from_config(toy.toy_config(str(tmp_path), resume='auto',
+                                                 train_cfg=dict(max_epochs=2, val_interval=1)))
     resumed.close()
     assert not glob.glob(str(tmp_path / '*.tmp')) and not glob.glob(str(tmp_path / '.*.tmp'))
     assert glob.glob(str(tmp_path / 'best_*.pth')) == best
@@ -97,7 +98,7 @@ def test_resume_removes_leftovers_and_keeps_the_valid_best(tmp_path):
 
 def test_a_trainer_dropped_without_training_releases_the_work_dir(tmp_path):
     import gc
-    trainer = Trainer(toy.toy_config(str(tmp_path)))
+    trainer = Trainer.from_config(toy.toy_config(str(tmp_path)))
     del trainer
     gc.collect()
     fd = os.open(tmp_path / LOCK_FILE, os.O_RDWR)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
-from detkit.registry import TRANSFORMS
+from detkit.registry import TRANSFORMS, build_if_config
 
 __all__ = ['Compose']
 
@@ -23,8 +23,7 @@ class Compose:
     def __init__(self, transforms: Sequence[dict | Callable[[dict], dict | None]] | None) -> None:
         self.transforms: list[Callable[[dict], dict | None]] = []
         for i, t in enumerate(transforms or []):
-            if isinstance(t, dict):
-                t = TRANSFORMS.build(t)
+            t = build_if_config(t, TRANSFORMS, f'pipeline step {i}')
             if not callable(t):
                 raise TypeError(f'pipeline step {i} must be a config dict or a callable, got {type(t).__name__}')
             self.transforms.append(t)
