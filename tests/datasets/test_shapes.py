@@ -86,3 +86,63 @@ def test_worker_processes_write_the_same_files(tmp_path):
     assert not mismatch and not errors and len(match) == len(files)
     with pytest.raises(ValueError, match='workers'):
         write_shapes(str(tmp_path / 'x'), num=2, workers=0)
+
+
+# ------------------------------------------------------------------------------------------- simple: frozen
+
+def _tree_digests(root) -> dict[str, tuple[int, str]]:
+    """Per file extension: (number of files, sha256 prefix over their sorted relative paths and bytes)."""
+    import hashlib
+    import os
+    groups: dict[str, list[str]] = {}
+    for d, _, fs in os.walk(root):
+        for f in fs:
+            rel = os.path.relpath(os.path.join(d, f), root)
+            groups.setdefault(os.path.splitext(f)[1], []).append(rel)
+    out = {}
+    for ext, rels in sorted(groups.items()):
+        h = hashlib.sha256()
+        for rel in sorted(rels):
+            h.update(rel.encode())
+            with open(os.path.join(root, rel), 'rb') as f:
+                h.update(f.read())
+        out[ext] = (len(rels), h.hexdigest()[:16])
+    return out
+
+
+# Oracle: digests of the files and arrays written by the code *before* the hard style was added (commit 8fa8ec1,
+# opencv-python-headless 5.0.0, numpy 2.4.6). The simple style must stay byte-identical: the quickstart's
+# published numbers were measured on it. A mismatch after upgrading OpenCV or numpy (drawing, resizing, JPEG or
+# random streams) is the environment changing the data, which the quickstart numbers would have to be re-measured
+# for as well.
+SIMPLE_FILES_QUICKSTART = {'.jpg': (12, '436dfc45d8e5f518'), '.json': (1, 'd7467ef467c0d38a'),
+                           '.txt': (3, 'dc27887ad75802e5'), '.xml': (6, 'b6ab5657f6ae2a53')}
+SIMPLE_FILES_SMALL_3_CLASSES = {'.jpg': (8, '151d792fba65ea5b'), '.json': (1, '0899d259aade98f2'),
+                                '.txt': (3, 'edd106aac2e778c5'), '.xml': (4, 'c841c476650e6c77')}
+SIMPLE_ARRAYS = 'd2caae461f3d86ba'
+SIMPLE_NOISELESS_ARRAYS = 'bc1bd462bd71d40a'
+
+
+def test_simple_style_is_byte_identical_to_the_pre_change_output(tmp_path):
+    import hashlib
+
+    from detkit.datasets import write_shapes
+    # the quickstart's arguments (first 6 images), then non-default ones
+    write_shapes(str(tmp_path / 'a'), num=6, fmt='all', seed=0, size=320, split='train')
+    assert _tree_digests(tmp_path / 'a') == SIMPLE_FILES_QUICKSTART
+    write_shapes(str(tmp_path / 'b'), num=4, fmt='all', seed=7, size=160, split='val', num_classes=3, max_objects=3)
+    assert _tree_digests(tmp_path / 'b') == SIMPLE_FILES_SMALL_3_CLASSES
+    h = hashlib.sha256()
+    for s in generate_shapes(5, seed=3, size=200, split='val'):
+        h.update(s.name.encode())
+        h.update(s.image.tobytes())
+        h.update(s.bboxes.tobytes())
+        h.update(s.labels.tobytes())
+    assert h.hexdigest()[:16] == SIMPLE_ARRAYS
+    h = hashlib.sha256()
+    for i in range(5):
+        img, boxes, labels = draw_shapes_image(np.random.default_rng(i), size=128, max_objects=1, noise=False)
+        h.update(img.tobytes())
+        h.update(boxes.tobytes())
+        h.update(labels.tobytes())
+    assert h.hexdigest()[:16] == SIMPLE_NOISELESS_ARRAYS
