@@ -154,7 +154,7 @@ def test_simple_style_is_byte_identical_to_the_pre_change_output(tmp_path):
 def test_styles_name_their_classes_and_validate():
     from detkit.datasets import HARD_SHAPE_CLASSES, STYLE_CLASSES
     assert STYLE_CLASSES == {'simple': ('circle', 'square', 'triangle', 'star'),
-                             'hard': ('ellipse', 'cross', 'ring', 'arrow')}
+                             'hard': ('ellipse', 'cross', 'ring', 'heart')}
     assert HARD_SHAPE_CLASSES == STYLE_CLASSES['hard'] and SHAPE_CLASSES == STYLE_CLASSES['simple']
     for fmt in ('voc', 'coco', 'txt'):
         assert shapes_dataset_cfg('x', fmt, style='hard')['classes'] == HARD_SHAPE_CLASSES
@@ -234,7 +234,7 @@ def test_hard_boxes_are_tight_around_the_visible_pixels():
 
     The colour is found from the image alone: among the colours filling most of the box, one must reach all four
     box edges and have no pixel in a 6 px band outside the box (so the box is neither too big nor too small).
-    Occluded objects and objects crossed by the thin front lines are included (up to 5 per image).
+    Occluded objects are included (up to 5 per image).
     """
     checked = 0
     for i in range(30):
@@ -276,7 +276,7 @@ def test_hard_image_sizes_aspect_ratios_and_object_extents_vary_within_bounds():
         extents.append((boxes[0, 2:] - boxes[0, :2]).max() / min(img.shape[:2]))
     extents = np.array(extents)
     assert extents.min() >= 0.10 and extents.max() <= 0.45
-    assert extents.min() < 0.15 and extents.max() > 0.40  # the whole range is used
+    assert extents.min() < 0.17 and extents.max() > 0.40  # the whole range is used
 
 
 def test_hard_backgrounds_are_more_cluttered_than_simple():

@@ -96,7 +96,7 @@ def test_cli_hard_style(tmp_path, capsys):
     import xml.etree.ElementTree as ET
 
     import cv2
-    hard = ['ellipse', 'cross', 'ring', 'arrow']
+    hard = ['ellipse', 'cross', 'ring', 'heart']
     import_cli().main(['--out', str(tmp_path), '--num', '4', '--format', 'all', '--seed', '2', '--size', '128',
                        '--style', 'hard', '--workers', '1'])
     assert 'style hard' in capsys.readouterr().out

@@ -2,7 +2,7 @@
 """Write a synthetic shapes detection dataset in VOC, COCO or TXT layout.
 
 Two styles: ``simple`` (circles, squares, triangles, stars on smooth backgrounds; the quickstart's data) and
-``hard`` (ellipses, crosses, rings, arrows on textured, cluttered backgrounds, images of varied sizes and
+``hard`` (ellipses, crosses, rings, hearts on textured, cluttered backgrounds, images of varied sizes and
 aspect ratios, objects at 10%..45% of the short side).
 
 Example::
