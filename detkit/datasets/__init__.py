@@ -6,7 +6,8 @@ from .base import BaseDetDataset
 from .builder import build_dataset
 from .coco import CocoDataset
 from .collate import DetBatch, collate, worker_init_fn
-from .shapes import SHAPE_CLASSES, generate_shapes, shapes_dataset_cfg, write_shapes
+from .shapes import (HARD_SHAPE_CLASSES, SHAPE_CLASSES, STYLE_CLASSES, generate_shapes, shape_classes,
+                     shapes_dataset_cfg, write_shapes)
 from .transforms import *  # noqa: F401,F403  (registers the transforms)
 from .txt import TxtDataset
 from .voc import VOC_CLASSES, VOCDataset
@@ -14,6 +15,6 @@ from .wrappers import ConcatDataset, RepeatDataset, find_dataset_attr
 
 __all__ = [
     'BaseDetDataset', 'CocoDataset', 'VOCDataset', 'TxtDataset', 'ConcatDataset', 'RepeatDataset', 'VOC_CLASSES',
-    'build_dataset', 'collate', 'DetBatch', 'worker_init_fn', 'SHAPE_CLASSES', 'generate_shapes', 'write_shapes',
-    'shapes_dataset_cfg', 'find_dataset_attr'
+    'build_dataset', 'collate', 'DetBatch', 'worker_init_fn', 'SHAPE_CLASSES', 'HARD_SHAPE_CLASSES', 'STYLE_CLASSES',
+    'generate_shapes', 'write_shapes', 'shapes_dataset_cfg', 'shape_classes', 'find_dataset_attr'
 ]

@@ -65,3 +65,57 @@ def test_cli_is_deterministic_and_validates(tmp_path):
     assert labels.max() < 3
     with pytest.raises(SystemExit):
         make_shapes.main(['--out', str(tmp_path / 'c'), '--num', '0'])
+
+
+def _tree_digests(root: Path) -> dict[str, tuple[int, str]]:
+    """Per file extension: (number of files, sha256 prefix over their sorted relative paths and bytes)."""
+    import hashlib
+    groups: dict[str, list[Path]] = {}
+    for path in root.rglob('*'):
+        if path.is_file():
+            groups.setdefault(path.suffix, []).append(path)
+    out = {}
+    for ext, paths in sorted(groups.items()):
+        h = hashlib.sha256()
+        for rel in sorted(os.path.relpath(p, root) for p in paths):
+            h.update(rel.encode())
+            h.update((root / rel).read_bytes())
+        out[ext] = (len(paths), h.hexdigest()[:16])
+    return out
+
+
+def test_cli_default_style_writes_the_pre_change_files(tmp_path):
+    """Without --style the CLI writes the simple style, byte for byte what it wrote before --style existed."""
+    import_cli().main(['--out', str(tmp_path), '--num', '3', '--format', 'voc', '--workers', '1'])
+    # digests of `make_shapes.py --out DIR --num 3 --format voc --workers 1` run at commit 8fa8ec1 (pre-change)
+    assert _tree_digests(tmp_path) == {'.jpg': (3, 'fec3f6048269b1d7'), '.txt': (2, 'dace6c079ec8d779'),
+                                       '.xml': (3, 'f912997081987217')}
+
+
+def test_cli_hard_style(tmp_path, capsys):
+    import xml.etree.ElementTree as ET
+
+    import cv2
+    hard = ['ellipse', 'cross', 'ring', 'heart']
+    import_cli().main(['--out', str(tmp_path), '--num', '4', '--format', 'all', '--seed', '2', '--size', '128',
+                       '--style', 'hard', '--workers', '1'])
+    assert 'style hard' in capsys.readouterr().out
+    assert (tmp_path / 'classes.txt').read_text().split() == hard
+    coco = json.load(open(tmp_path / 'annotations' / 'instances_train.json'))
+    assert [c['name'] for c in coco['categories']] == hard
+    for i, img_info in enumerate(coco['images']):
+        h, w = cv2.imread(str(tmp_path / 'images' / img_info['file_name'])).shape[:2]
+        assert (img_info['height'], img_info['width']) == (h, w)
+        size = ET.parse(tmp_path / 'Annotations' / f'train_{i:06d}.xml').getroot().find('size')
+        assert (int(size.findtext('height')), int(size.findtext('width'))) == (h, w)
+    loaded = {fmt: build_dataset(shapes_dataset_cfg(str(tmp_path), fmt, style='hard'))
+              for fmt in ('voc', 'coco', 'txt')}
+    for i in range(4):
+        ref = loaded['voc'].get_ann_info(i)
+        assert len(ref['bboxes']) >= 1
+        for fmt in ('coco', 'txt'):
+            np.testing.assert_array_equal(loaded[fmt].get_ann_info(i)['bboxes'], ref['bboxes'])
+            np.testing.assert_array_equal(loaded[fmt].get_ann_info(i)['labels'], ref['labels'])
+    for bad in (['--style', 'medium'], ['--style', 'hard', '--num-classes', '5']):
+        with pytest.raises(SystemExit):
+            import_cli().main(['--out', str(tmp_path / 'x'), '--num', '1'] + bad)
