@@ -128,7 +128,7 @@ SECTIONS: dict[str, Spec] = {
     },
     'env_cfg': {'num_threads': None, 'opencv_num_threads': None, 'cudnn_benchmark': None},
     'auto_scale_lr': {'enable': None, 'base_batch_size': None},
-    'optim_wrapper': {'type': _Only('OptimWrapper', 'AmpOptimWrapper'), 'dtype': None,
+    'optim_wrapper': {'type': _Only('OptimWrapper', 'AmpOptimWrapper'), 'dtype': None, 'native_bf16_only': None,
                       'optimizer': _registered(OPTIMIZERS, 'optimizer'),
                       'clip_grad': {k: None for k in _CLIP_GRAD},
                       'paramwise_cfg': {k: None for k in PARAMWISE_KEYS}},

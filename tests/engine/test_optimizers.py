@@ -98,6 +98,22 @@ def test_amp_on_cpu_is_bfloat16_without_a_scaler():
         build_optim_wrapper(torch.optim.SGD(net.parameters(), lr=0.1), dict(type='Amp'), 'cpu')
 
 
+@pytest.mark.parametrize('native', [True, False])
+def test_native_bf16_only_falls_back_to_float32_where_bfloat16_is_emulated(monkeypatch, native):
+    from detkit.engine import optim_wrapper as ow
+    monkeypatch.setattr(ow, 'cpu_has_native_bf16', lambda: native)
+    net = nn.Linear(4, 4)
+    cfg = dict(type='AmpOptimWrapper', dtype='bfloat16', native_bf16_only=True, optimizer=dict(type='SGD', lr=0.1))
+    wrapper = build_optim_wrapper(torch.optim.SGD(net.parameters(), lr=0.1), cfg, 'cpu')
+    assert wrapper.amp is native
+    with wrapper.autocast():
+        assert net(torch.randn(2, 4)).dtype == (torch.bfloat16 if native else torch.float32)
+    # the check is for CPUs: CUDA autocast is kept whatever the host CPU is, and so is AMP without the option
+    assert build_optim_wrapper(torch.optim.SGD(net.parameters(), lr=0.1), cfg, 'cuda').amp
+    cfg.pop('native_bf16_only')
+    assert build_optim_wrapper(torch.optim.SGD(net.parameters(), lr=0.1), cfg, 'cpu').amp
+
+
 class Mixed(nn.Module):
     """Norm layers, a depth-wise conv, a 1-d parameter outside norms, a frozen part and a shared parameter."""
 
