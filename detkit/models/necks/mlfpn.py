@@ -13,13 +13,11 @@ from ..utils.layers import ConvNormAct
 
 __all__ = ['MLFPN', 'TUM', 'SFAM']
 
-_BN_MOMENTUM = 0.01  # M2Det's BasicConv batch norms
-
-
-def _conv(in_ch: int, out_ch: int, k: int, stride: int = 1, padding: int = 0) -> ConvNormAct:
-    """M2Det's BasicConv: bias-free conv, batch norm (momentum 0.01), ReLU."""
+def _conv(in_ch: int, out_ch: int, k: int, stride: int = 1, padding: int = 0,
+          bn_momentum: float = 0.01) -> ConvNormAct:
+    """M2Det's BasicConv: bias-free conv, batch norm (momentum 0.01 in M2Det), ReLU."""
     return ConvNormAct(in_ch, out_ch, k, stride=stride, padding=padding, norm=True, act='relu',
-                       bn_momentum=_BN_MOMENTUM)
+                       bn_momentum=bn_momentum)
 
 
 class TUM(nn.Module):
@@ -35,24 +33,28 @@ class TUM(nn.Module):
         planes: channels of every conv.
         num_scales: number of outputs (6).
         smooth: the 1x1 convs after the decoder's sums.
+        bn_momentum: momentum of its batch norms.
 
     Module names are the official implementation's (``layers``, ``toplayer``, ``latlayer``, ``smooth``, each
     ``i.conv`` / ``i.bn``), so its checkpoints map by renaming the TUM alone.
     """
 
-    def __init__(self, in_channels: int, planes: int = 256, num_scales: int = 6, smooth: bool = True) -> None:
+    def __init__(self, in_channels: int, planes: int = 256, num_scales: int = 6, smooth: bool = True,
+                 bn_momentum: float = 0.01) -> None:
         super().__init__()
         if num_scales < 3:
             raise ValueError(f'TUM: num_scales must be >= 3, got {num_scales}')
         self.num_scales = num_scales
-        self.layers = nn.Sequential(_conv(in_channels, planes, 3, 2, 1))
+        bn = dict(bn_momentum=bn_momentum)
+        self.layers = nn.Sequential(_conv(in_channels, planes, 3, 2, 1, **bn))
         for i in range(num_scales - 2):
             last = i == num_scales - 3
-            self.layers.append(_conv(planes, planes, 3, 1 if last else 2, 0 if last else 1))
-        self.toplayer = nn.Sequential(_conv(planes, planes, 1))
-        self.latlayer = nn.Sequential(*[_conv(planes, planes, 3, 1, 1) for _ in range(num_scales - 2)],
-                                      _conv(in_channels, planes, 3, 1, 1))
-        self.smooth = nn.Sequential(*[_conv(planes, planes, 1) for _ in range(num_scales - 1)]) if smooth else None
+            self.layers.append(_conv(planes, planes, 3, 1 if last else 2, 0 if last else 1, **bn))
+        self.toplayer = nn.Sequential(_conv(planes, planes, 1, **bn))
+        self.latlayer = nn.Sequential(*[_conv(planes, planes, 3, 1, 1, **bn) for _ in range(num_scales - 2)],
+                                      _conv(in_channels, planes, 3, 1, 1, **bn))
+        self.smooth = (nn.Sequential(*[_conv(planes, planes, 1, **bn) for _ in range(num_scales - 1)]) if smooth
+                       else None)
 
     def forward(self, x: Tensor) -> list[Tensor]:
         """``Tensor[N, in_channels, H, W]`` -> ``num_scales`` maps ``Tensor[N, planes, H_s, W_s]``, coarsest first
@@ -123,14 +125,16 @@ class MLFPN(nn.Module):
         sfam: add SFAM.
         shallow_channels: FFMv1's channels for the shallow level (256).
         deep_channels: FFMv1's channels for the deep level (512).
+        bn_momentum: momentum of the FFMs' and TUMs' batch norms (M2Det's 0.01 suits its 160 epochs; a run of a
+            few hundred iterations wants PyTorch's 0.1, so that the running statistics follow the weights).
 
     Attributes:
         out_channels: ``(planes * num_levels,) * num_scales``, largest scale first.
     """
 
     def __init__(self, in_channels: Sequence[int], planes: int = 256, num_levels: int = 8, num_scales: int = 6,
-                 smooth: bool = True, sfam: bool = False, shallow_channels: int = 256,
-                 deep_channels: int = 512) -> None:
+                 smooth: bool = True, sfam: bool = False, shallow_channels: int = 256, deep_channels: int = 512,
+                 bn_momentum: float = 0.01) -> None:
         super().__init__()
         in_channels = tuple(int(c) for c in in_channels)
         if len(in_channels) != 2:
@@ -144,11 +148,12 @@ class MLFPN(nn.Module):
         self.num_levels = num_levels
         self.num_scales = num_scales
         self.out_channels = (planes * num_levels,) * num_scales
-        self.reduce = _conv(in_channels[0], shallow_channels, 3, 1, 1)
-        self.up_reduce = _conv(in_channels[1], deep_channels, 1)
-        leach = _conv(shallow_channels + deep_channels, planes // 2, 1)
+        bn = dict(bn_momentum=bn_momentum)
+        self.reduce = _conv(in_channels[0], shallow_channels, 3, 1, 1, **bn)
+        self.up_reduce = _conv(in_channels[1], deep_channels, 1, **bn)
+        leach = _conv(shallow_channels + deep_channels, planes // 2, 1, **bn)
         self.leach = nn.ModuleList([leach] * num_levels)  # one module, shared (see the class docstring)
-        self.tums = nn.ModuleList(TUM(planes // 2 + (planes if i else 0), planes, num_scales, smooth)
+        self.tums = nn.ModuleList(TUM(planes // 2 + (planes if i else 0), planes, num_scales, smooth, bn_momentum)
                                   for i in range(num_levels))
         self.sfam = SFAM(planes * num_levels, num_scales) if sfam else None
         self.norm = nn.BatchNorm2d(planes * num_levels)
