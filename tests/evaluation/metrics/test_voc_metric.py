@@ -67,7 +67,8 @@ def test_dataset_meta_classes_name_the_rows_and_set_the_number_of_classes(capsys
             if line.startswith('| ') and not line.startswith(('| class', '| mAP'))]
     gts = np.bincount(np.concatenate([s['gt']['labels'] for s in samples]), minlength=4)
     assert [(r[0], int(r[1])) for r in rows] == list(zip(classes, gts.tolist()))  # label k is classes[k]
-    ref = eval_map(per_class_dets(samples, 4), [s['gt'] for s in samples], mode='11points', logger='silent')[0]  # VOCMetric's default
+    # mode: VOCMetric's default
+    ref = eval_map(per_class_dets(samples, 4), [s['gt'] for s in samples], mode='11points', logger='silent')[0]
     assert out['voc/mAP'] == pytest.approx(ref)
 
 
