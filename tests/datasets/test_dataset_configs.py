@@ -7,10 +7,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 import torch
 
 from detkit.datasets import build_dataset, collate, write_shapes
-from detkit.registry import METRICS
+from detkit.engine import build_dataloader, build_evaluator, evaluate, select_main_metric
 from detkit.utils.config import load_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / 'configs' / '_base_' / 'datasets'
@@ -55,6 +56,23 @@ def set_root(ds_cfg, data_root: str) -> None:
         ds_cfg['data_root'] = data_root
 
 
+class GroundTruthOracle(torch.nn.Module):
+    """A "detector" whose predictions are each image's ground truth (original-image pixels), score 1; it is asked
+    for the images of an evaluation loader, which go in dataset order."""
+
+    def __init__(self, dataset) -> None:
+        super().__init__()
+        self.dataset = dataset
+        self.next_index = 0
+
+    def predict(self, images, metas, rescale=True):
+        indices = range(self.next_index, self.next_index + len(metas))
+        self.next_index += len(metas)
+        anns = [self.dataset.get_ann_info(i) for i in indices]
+        return [dict(boxes=torch.from_numpy(a['bboxes']), scores=torch.ones(len(a['labels'])),
+                     labels=torch.from_numpy(a['labels'])) for a in anns]
+
+
 def check(cfg, data_root: str) -> None:
     for key in ('train_dataloader', 'val_dataloader'):
         ds_cfg = cfg[key]['dataset']
@@ -66,10 +84,15 @@ def check(cfg, data_root: str) -> None:
             h, w = m['img_shape']
             b = t['boxes']
             assert len(b) == len(t['labels']) and ((b[:, 2] <= w) & (b[:, 3] <= h)).all()
+    # the val evaluator fits the val dataset: the evaluation loop scores its ground truth as perfect (a metric
+    # reading another annotation file, or mapping labels to other categories, would score less)
     metric_cfg = dict(cfg['val_evaluator'])
     if 'ann_file' in metric_cfg:
         metric_cfg['ann_file'] = os.path.join(data_root, 'annotations/instances_val2017.json')
-    METRICS.build(metric_cfg)
+    loader = build_dataloader(dict(cfg['val_dataloader'], num_workers=0, persistent_workers=False), train=False,
+                              dataset=ds)
+    metrics = evaluate(GroundTruthOracle(ds), loader, build_evaluator(metric_cfg), torch.device('cpu')).metrics
+    assert metrics[select_main_metric(metrics)] == pytest.approx(1.0), metrics
 
 
 def test_voc0712_config(tmp_path):

@@ -1,23 +1,47 @@
 """ConcatDataset, RepeatDataset, build_dataset, collate and the registry wiring."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from detkit.datasets import ConcatDataset, RepeatDataset, build_dataset, collate, find_dataset_attr, shapes_dataset_cfg
-from detkit.registry import DATASETS, TRANSFORMS
 
 PIPELINE = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations'),
             dict(type='Resize', scale=(96, 64), keep_ratio=True), dict(type='Normalize'), dict(type='PackDetInputs')]
+REPO = Path(__file__).resolve().parents[2]
 
 
-def test_registry_finds_every_dataset_and_transform_lazily():
-    for name in ('VOCDataset', 'CocoDataset', 'TxtDataset', 'ConcatDataset', 'RepeatDataset'):
-        assert DATASETS.get(name) is not None, name
-    for name in ('LoadImageFromFile', 'LoadAnnotations', 'PhotoMetricDistortion', 'Expand', 'MinIoURandomCrop',
-                 'Resize', 'RandomFlip', 'Normalize', 'Pad', 'PackDetInputs'):
-        assert TRANSFORMS.get(name) is not None, name
+# run in a fresh process that imported only detkit.registry: ``-c LAZY_LOOKUP REGISTRY NAME...``
+LAZY_LOOKUP = """
+import sys
+import detkit.registry
+print('detkit.datasets' in sys.modules)
+for name in sys.argv[2:]:
+    cls = getattr(detkit.registry, sys.argv[1]).get(name)
+    print(name, cls.__module__ if cls else None, cls.__name__ if cls else None)
+"""
+
+
+@pytest.mark.parametrize('registry, names', [
+    ('DATASETS', ['VOCDataset', 'CocoDataset', 'TxtDataset', 'ConcatDataset', 'RepeatDataset']),
+    ('TRANSFORMS', ['LoadImageFromFile', 'LoadAnnotations', 'PhotoMetricDistortion', 'Expand', 'MinIoURandomCrop',
+                    'Resize', 'RandomFlip', 'Normalize', 'Pad', 'PackDetInputs'])])
+def test_registry_finds_every_dataset_and_transform_lazily(registry, names):
+    """Each name resolves to the class of that name in detkit.datasets, which the registry imports on first use."""
+    proc = subprocess.run([sys.executable, '-c', LAZY_LOOKUP, registry, *names], capture_output=True, text=True,
+                          check=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    first, *lines = proc.stdout.splitlines()
+    assert first == 'False'  # nothing imported the datasets before the first lookup
+    found = [line.split() for line in lines]
+    assert [name for name, _, _ in found] == names
+    for name, module, cls_name in found:  # the class of that name, from the datasets package
+        assert module.startswith('detkit.datasets.') and cls_name == name, (name, module, cls_name)
 
 
 def test_concat_and_repeat(shapes_root):

@@ -96,13 +96,22 @@ def test_resume_removes_leftovers_and_keeps_the_valid_best(tmp_path):
     assert load_checkpoint(best[0])['meta']['best_ckpt'] == best[0]  # the real one, not the stale file
 
 
+def _lock_is_free(work_dir) -> bool:
+    """Whether another open file description can take the work dir's lock (flock: even in this process)."""
+    fd = os.open(work_dir / LOCK_FILE, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)  # releases the lock if this took it
+
+
 def test_a_trainer_dropped_without_training_releases_the_work_dir(tmp_path):
     import gc
     trainer = Trainer.from_config(toy.toy_config(str(tmp_path)))
+    assert not _lock_is_free(tmp_path)  # the trainer holds it from construction
     del trainer
     gc.collect()
-    fd = os.open(tmp_path / LOCK_FILE, os.O_RDWR)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError while the dropped trainer held it
-    finally:
-        os.close(fd)
+    assert _lock_is_free(tmp_path)

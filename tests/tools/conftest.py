@@ -1,13 +1,27 @@
-"""Make the toy detector/dataset/metric of tests/engine/toy.py importable as ``toy``."""
+"""Make the toy detector/dataset/metric of tests/engine/toy.py importable as ``toy``; ``load_tool`` imports a
+script under tools/ as a module."""
+import importlib.util
 import os
 import sys
 
 import pytest
 
-ENGINE_TESTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'engine')
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ENGINE_TESTS = os.path.join(ROOT, 'tests', 'engine')
 if ENGINE_TESTS not in sys.path:
     sys.path.insert(0, ENGINE_TESTS)
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line('markers', 'slow: takes more than 30 s on two CPU cores (still run in CI)')
+
+
+@pytest.fixture(scope='session')
+def load_tool():
+    """``load_tool('tools/x/y.py')``: that script imported as a module named ``y`` (its ``main`` not run)."""
+    def load(relpath: str):
+        spec = importlib.util.spec_from_file_location(os.path.basename(relpath)[:-3], os.path.join(ROOT, relpath))
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+    return load

@@ -1,7 +1,6 @@
 """The command-line tools end to end on the toy parts: train -> resume -> test -> demo -> curves -> browse,
 and distributed training through tools/dist_train.sh (torchrun, 2 CPU processes, gloo)."""
 import glob
-import importlib.util
 import json
 import os
 import pickle
@@ -33,13 +32,6 @@ def run_tool(*args, check=True):
     if check and proc.returncode != 0:
         raise AssertionError(f'{args[0]} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}')
     return proc
-
-
-def load_tool(relpath):
-    spec = importlib.util.spec_from_file_location(os.path.basename(relpath)[:-3], os.path.join(ROOT, relpath))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.fixture(scope='module')
@@ -118,7 +110,7 @@ def test_test_tool_refuses_a_misspelled_key_before_loading_anything(trained):
     assert 'toy metric' not in proc.stdout
 
 
-def test_eval_names_map_to_the_fixed_metric_types():
+def test_eval_names_map_to_the_fixed_metric_types(load_tool):
     test_tool = load_tool('tools/test.py')
     cfg = Config(dict(test_evaluator=dict(type='VOCMetric', iou_thr=0.5, eval_mode='area')))
     assert test_tool.eval_metric_cfgs(['voc', 'coco'], cfg) == [

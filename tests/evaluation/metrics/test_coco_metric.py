@@ -47,7 +47,7 @@ def make_coco(rng, path, n=15):
     return preds
 
 
-def direct_cocoeval(ann_file, res_file, max_dets=None):
+def direct_cocoeval(ann_file, res_file, max_dets=None, cat_ids=None):
     """pycocotools' COCOeval on the files (the independent reference) and what its summarize() printed."""
     with contextlib.redirect_stdout(io.StringIO()) as printed:
         gt = COCO(ann_file)
@@ -55,6 +55,8 @@ def direct_cocoeval(ann_file, res_file, max_dets=None):
         e = COCOeval(gt, dt, 'bbox')
         if max_dets:
             e.params.maxDets = list(max_dets)
+        if cat_ids:
+            e.params.catIds = list(cat_ids)
         e.evaluate()
         e.accumulate()
         e.summarize()
@@ -145,8 +147,14 @@ def test_subset_classes_map_by_name_and_errors(tmp_path):
     metric = CocoMetric(ann_file=ann_file, outfile_prefix=str(tmp_path / 'sub'))
     metric.dataset_meta = dict(classes=('emu', 'cat'))
     metric.process(None, samples)
-    metric.evaluate(len(samples))
-    assert {r['category_id'] for r in json.load(open(tmp_path / 'sub.bbox.json'))} <= {90, 3}
+    out = metric.evaluate(len(samples))
+    # label k is the k-th name of the subset (emu: id 90, cat: id 3), not the k-th category of the file
+    results = json.load(open(tmp_path / 'sub.bbox.json'))
+    labels = np.concatenate([s['pred']['labels'] for s in samples])
+    assert [sum(r['category_id'] == i for r in results) for i in (90, 3)] == np.bincount(labels).tolist()
+    # scored over the subset's categories only: the dogs in the file are neither misses nor false positives
+    stats, _, _ = direct_cocoeval(ann_file, str(tmp_path / 'sub.bbox.json'), cat_ids=(90, 3))
+    np.testing.assert_allclose(list(out.values()), stats, rtol=0, atol=1e-15)
     bad = CocoMetric(ann_file=ann_file)
     bad.dataset_meta = dict(classes=('emu', 'yak'))
     bad.process(None, samples)

@@ -28,6 +28,15 @@ def make_samples(rng, n=20, num_classes=3):
     return samples
 
 
+def per_class_dets(samples, num_classes):
+    """eval_map's input: per image, per class an (n, 5) array of boxes and scores."""
+    dets = []
+    for s in samples:
+        b, sc, lab = s['pred']['boxes'].numpy(), s['pred']['scores'].numpy(), s['pred']['labels'].numpy()
+        dets.append([np.hstack([b, sc[:, None]])[lab == c] for c in range(num_classes)])
+    return dets
+
+
 @pytest.mark.parametrize('mode', ['11points', 'area'])
 def test_voc_metric_equals_eval_map(mode):
     samples = make_samples(np.random.default_rng(0))
@@ -38,16 +47,29 @@ def test_voc_metric_equals_eval_map(mode):
     out = metric.evaluate(len(samples))
     assert set(out) == {'voc/mAP', 'voc/AP50', 'voc/AP75'}
 
-    dets = []
-    for s in samples:
-        b, sc, lab = s['pred']['boxes'].numpy(), s['pred']['scores'].numpy(), s['pred']['labels'].numpy()
-        dets.append([np.hstack([b, sc[:, None]])[lab == c] for c in range(3)])
+    dets = per_class_dets(samples, 3)
     ap50 = eval_map(dets, [s['gt'] for s in samples], iou_thr=0.5, mode=mode, logger='silent')[0]
     ap75 = eval_map(dets, [s['gt'] for s in samples], iou_thr=0.75, mode=mode, logger='silent')[0]
     assert out['voc/AP50'] == pytest.approx(ap50) and out['voc/AP75'] == pytest.approx(ap75)
     assert out['voc/mAP'] == pytest.approx((ap50 + ap75) / 2)
     assert 0 < ap75 < ap50 < 1
     assert metric.results == []  # evaluate() clears the stored results
+
+
+def test_dataset_meta_classes_name_the_rows_and_set_the_number_of_classes(capsys):
+    samples = make_samples(np.random.default_rng(1))
+    classes = ('yak', 'emu', 'cat', 'absent')  # a fourth class without ground truth or detections
+    metric = VOCMetric()
+    metric.dataset_meta = dict(classes=classes)
+    metric.process(None, samples)
+    out = metric.evaluate(len(samples))
+    rows = [[c.strip() for c in line.split('|')[1:-1]] for line in capsys.readouterr().out.splitlines()
+            if line.startswith('| ') and not line.startswith(('| class', '| mAP'))]
+    gts = np.bincount(np.concatenate([s['gt']['labels'] for s in samples]), minlength=4)
+    assert [(r[0], int(r[1])) for r in rows] == list(zip(classes, gts.tolist()))  # label k is classes[k]
+    # mode: VOCMetric's default
+    ref = eval_map(per_class_dets(samples, 4), [s['gt'] for s in samples], mode='11points', logger='silent')[0]
+    assert out['voc/mAP'] == pytest.approx(ref)
 
 
 def test_voc_metric_perfect_predictions_and_errors(capsys):

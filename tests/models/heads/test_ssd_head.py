@@ -56,8 +56,28 @@ def test_outputs_and_background_index():
     cls_scores, bbox_preds = head(feats())
     assert [tuple(c.shape) for c in cls_scores] == [(2, 12, 2, 2), (2, 12, 1, 1)]
     assert [tuple(b.shape) for b in bbox_preds] == [(2, 16, 2, 2), (2, 16, 1, 1)]
-    # every conv is initialised Xavier with zero bias
-    assert all(float(c.bias.detach().abs().max()) == 0 for c in head.cls_convs)
+
+
+@pytest.mark.parametrize('use_depthwise', [False, True])
+def test_convs_are_xavier_uniform_with_zero_bias_and_norms_unit(use_depthwise):
+    torch.manual_seed(0)
+    head = small_head(in_channels=(64, 96), use_depthwise=use_depthwise)
+    convs = [m for m in head.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == (8 if use_depthwise else 4)  # (depthwise +) predictor, cls and reg, two levels
+    for conv in convs:
+        w = conv.weight.detach()
+        k = w.shape[2] * w.shape[3]
+        fan_in, fan_out = w.shape[1] * k, w.shape[0] * k
+        bound = math.sqrt(6.0 / (fan_in + fan_out))  # xavier_uniform_ with gain 1: U(-bound, bound)
+        # PyTorch's default (kaiming_uniform_, a=sqrt(5)) draws from U(+-1/sqrt(fan_in)): another bound and std
+        assert w.abs().max() <= bound and w.abs().max() > 0.9 * bound, (tuple(w.shape), bound)
+        assert float(w.std()) == pytest.approx(bound / math.sqrt(3), rel=0.15), tuple(w.shape)
+        assert conv.bias is None or not conv.bias.any()
+    assert sum(c.bias is not None for c in convs) == 4  # the predictors (a depthwise conv has a norm instead)
+    norms = [m for m in head.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(norms) == (4 if use_depthwise else 0)
+    for bn in norms:
+        assert (bn.weight == 1).all() and not bn.bias.any()
 
 
 def test_loss_matches_reference():

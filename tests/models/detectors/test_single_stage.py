@@ -30,9 +30,7 @@ def test_three_entry_points(tiny):
         assert r['boxes'].shape[1] == 4 and r['scores'].shape == r['labels'].shape == r['boxes'].shape[:1]
         assert r['labels'].dtype == torch.int64 and len(r['boxes']) <= 200
         assert (r['boxes'][:, 2] <= 96).all() and (r['boxes'][:, 3] <= 128).all()  # original-image pixels
-    assert tiny.dataset_meta is None
-    tiny.dataset_meta = {'classes': ('a', 'b', 'c')}
-    assert tiny.dataset_meta['classes'][2] == 'c'
+    assert tiny.dataset_meta is None  # no class names until a trainer or init_detector gives the dataset's
 
 
 def test_channels_flow_from_backbone_to_head(tiny):
@@ -129,11 +127,14 @@ def test_overfits_20_images(tiny):
 
 def test_init_weights_resets_every_part(tiny):
     with torch.no_grad():
-        tiny.backbone.l2_norm.weight.fill_(1.0)
-        tiny.bbox_head.cls_convs[0].bias.fill_(5.0)
+        for p in tiny.parameters():
+            p.fill_(5.0)
     tiny.init_weights()
     assert torch.equal(tiny.backbone.l2_norm.weight, torch.full_like(tiny.backbone.l2_norm.weight, 20.0))
     assert tiny.bbox_head.cls_convs[0].bias.abs().max() == 0
+    for part in ('backbone', 'neck', 'bbox_head'):  # every parameter of every part, not only the head's
+        stale = [n for n, p in getattr(tiny, part).named_parameters() if (p == 5.0).all()]
+        assert not stale, f'{part}: {stale} kept their values'
 
 
 def test_built_parts_can_be_passed_directly():

@@ -9,7 +9,7 @@ from detkit.models.utils import convert_torchvision_ssd300_vgg16
 from detkit.registry import MODELS
 from detkit.utils import load_config
 
-CONFIG = Path(__file__).resolve().parents[2] / 'configs' / 'ssd' / 'ssd300_voc0712.py'
+CONFIG = Path(__file__).resolve().parents[3] / 'configs' / 'ssd' / 'ssd300_voc0712.py'
 
 
 @pytest.fixture(scope='module')
@@ -61,7 +61,7 @@ def test_converter_script(tmp_path, torchvision_ssd300):
 
     src, dst = tmp_path / 'tv.pth', tmp_path / 'detkit.pth'
     torch.save(torchvision_ssd300(21).state_dict(), src)
-    script = Path(__file__).resolve().parents[2] / 'tools' / 'model_converters' / 'torchvision_to_detkit.py'
+    script = Path(__file__).resolve().parents[3] / 'tools' / 'model_converters' / 'torchvision_to_detkit.py'
     argv = sys.argv
     try:
         sys.argv = [str(script), 'ssd300_vgg16', str(src), str(dst)]

@@ -8,7 +8,7 @@ import torch
 from detkit.registry import MODELS
 from detkit.utils import load_config
 
-CONFIGS = Path(__file__).resolve().parents[2] / 'configs'
+CONFIGS = Path(__file__).resolve().parents[3] / 'configs'
 
 
 def one_step(model, size: int) -> dict:

@@ -42,6 +42,12 @@ def test_init_and_layout():
     head = small_head()
     assert head.cls_out_channels == NUM_CLASSES and head.use_sigmoid  # no background channel
     torch.testing.assert_close(head.retina_cls.bias.sigmoid(), torch.full((9 * NUM_CLASSES,), 0.01))
+    # every conv N(0, 0.01) with zero bias (but the classifier's prior); PyTorch's default would be ~10x wider
+    convs = [m for m in head.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 2 * 2 + 2  # two stacked convs per tower, the classifier and the regressor
+    weights = torch.cat([c.weight.detach().flatten() for c in convs])
+    assert float(weights.std()) == pytest.approx(0.01, rel=0.05) and abs(float(weights.mean())) < 1e-3
+    assert all(not c.bias.any() for c in convs if c is not head.retina_cls)
     cls_scores, bbox_preds = head(feats(2))
     assert [tuple(c.shape) for c in cls_scores] == [(2, 45, 8, 10), (2, 45, 4, 5)]
     assert [tuple(b.shape) for b in bbox_preds] == [(2, 36, 8, 10), (2, 36, 4, 5)]

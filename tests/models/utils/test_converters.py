@@ -25,7 +25,7 @@ from detkit.models.utils.converters import check_fits, convert_m2det_official, c
 from detkit.registry import MODELS
 from detkit.utils import load_config
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 CONFIGS = REPO / 'configs'
 TOOLS = REPO / 'tools' / 'model_converters'
 VGG16 = (64, 64, 'M', 128, 128, 'M', 256, 256, 256, 'C', 512, 512, 512, 'M', 512, 512, 512)

@@ -137,5 +137,9 @@ def test_wrong_featmap_sizes_name_expected_and_actual():
 def test_device_dtype_and_cache():
     gen = ssd300()
     a = gen.grid_priors(gen.featmap_sizes, dtype=torch.float64)
-    assert a[0].dtype == torch.float64
+    assert a[0].dtype == torch.float64 and a[0].device == torch.device('cpu')
     assert gen.grid_priors(gen.featmap_sizes, dtype=torch.float64) is a  # cached, not recomputed per batch
+    b = gen.grid_priors(gen.featmap_sizes)  # another dtype is another cache entry, with the same anchors
+    assert b is not a and all(level.dtype == torch.float32 for level in b)
+    for hi, lo in zip(a, b):
+        torch.testing.assert_close(hi.float(), lo, rtol=0, atol=0)  # float64 computation, rounded once

@@ -12,6 +12,7 @@ SSD_STDS = (0.1, 0.1, 0.2, 0.2)
 def test_registered():
     coder = TASK_UTILS.build(dict(type='DeltaXYWHBBoxCoder', target_stds=SSD_STDS))
     assert isinstance(coder, DeltaXYWHBBoxCoder)
+    assert coder.target_stds == SSD_STDS and coder.target_means == (0.0, 0.0, 0.0, 0.0)  # the config's, the default
 
 
 def test_hand_computed_encoding():
