@@ -29,7 +29,7 @@ test: install
 	$(PY) -m pytest -x -q tests
 
 # generate the shapes dataset, train a small SSD on the CPU, evaluate (VOC table, COCO summary), demo, curves;
-# everything lands in work_dirs/quickstart/
+# everything lands in work_dirs/quickstart/<config>_<style>/ (CONFIG=..., STYLE=simple|hard)
 quickstart: install
 	PYTHON=$(PY) bash tools/quickstart.sh
 

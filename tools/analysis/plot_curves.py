@@ -1,6 +1,6 @@
 """Plot the loss and evaluation curves of a training run from its JSON-lines log (drawn with OpenCV).
 
-    python tools/analysis/plot_curves.py work_dirs/quickstart/20240101_120000.log.json --out curves.png
+    python tools/analysis/plot_curves.py work_dirs/quickstart/ssd_shapes_simple/20240101_120000.log.json --out curves.png
     python tools/analysis/plot_curves.py run.log.json resumed.log.json --keys loss loss_cls voc/mAP
 
 Left panel: training losses against the global iteration; right panel: evaluation metrics against the epoch.
