@@ -1,0 +1,277 @@
+"""ONNX export (detkit.deploy, tools/deployment): onnxruntime's detections against detkit's own ``predict``.
+
+Reference: the detector's ``predict`` (detkit's candidate lists, ``batched_nms`` / ``batched_soft_nms`` kernels) on
+the input the exported pre-processing makes (run in PyTorch), so both sides see the same pixels; the graph's
+masked post-processing and ONNX ``NonMaxSuppression`` are an independent implementation of it. Detections are
+compared after pairing each one with the detection of its class and nearest box (equal scores may come out in
+another order): boxes within 1e-2 px, scores within 1e-3, the same count and labels.
+
+Random weights, with the head's last convs scaled so that their outputs have unit spread on the first photo (a
+random network's raw outputs make boxes thousands of pixels wide or one pixel thin, whose IoUs, and so
+soft-NMS decays, react to float rounding), and classification biases that give hundreds of detections.
+
+Measured (onnxruntime vs predict): SSD300 boxes within ~1e-3 px, scores 1e-5; RetinaNet ~5e-4 px, 1e-6; M2Det
+(soft-NMS) ~1e-3 px, 1e-4.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import runpy
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+from detkit.apis import inference_detector, init_detector
+from detkit.datasets.shapes import draw_shapes_image
+from detkit.datasets.transforms.transforms import rescale_size
+from detkit.deploy import PreprocessSpec, build_graph, export_onnx, preprocess
+from detkit.deploy.onnx_export import translation_table
+from detkit.ops import batched_nms
+
+REPO = Path(__file__).resolve().parents[2]
+BOX_TOL, SCORE_TOL = 1e-2, 1e-3
+
+
+def session(path: Path) -> ort.InferenceSession:
+    return ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+
+
+def export_module(module: nn.Module, example: tuple, path: Path, dynamic_shapes: dict | None = None) -> None:
+    torch.onnx.export(module, example, str(path), dynamo=True, dynamic_shapes=dynamic_shapes, verbose=False,
+                      custom_translation_table=translation_table(), external_data=False)
+
+
+def paired_differences(ours: tuple, ref: dict) -> tuple[float, float]:
+    """Max box and score differences after pairing every onnxruntime detection with the reference detection of its
+    class and nearest box; the pairing must be one to one and the counts equal."""
+    boxes, scores, labels = (torch.as_tensor(np.asarray(o)) for o in ours)
+    assert len(boxes) == len(ref['boxes']), (len(boxes), len(ref['boxes']))
+    if not len(boxes):
+        return 0.0, 0.0
+    cost = (boxes[:, None] - ref['boxes'][None]).abs().amax(-1) + (scores[:, None] - ref['scores'][None]).abs() * 1e3
+    cost[labels[:, None] != ref['labels'][None]] = float('inf')
+    pair = cost.argmin(1)
+    assert len(set(pair.tolist())) == len(pair), 'two detections pair with the same reference detection'
+    assert torch.isfinite(cost.gather(1, pair[:, None])).all(), 'a detection has no reference of its class'
+    return ((boxes - ref['boxes'][pair]).abs().max().item(), (scores - ref['scores'][pair]).abs().max().item())
+
+
+def reference(model: nn.Module, spec: PreprocessSpec, images: np.ndarray) -> list[dict]:
+    """``predict`` on the exported pre-processing's input (same-size ``(N, H, W, 3)`` uint8 images)."""
+    with torch.no_grad():
+        inputs, (h, w), _ = preprocess(spec, torch.from_numpy(images))
+        meta = dict(img_shape=(h, w), ori_shape=images.shape[1:3],
+                    scale_factor=(w / images.shape[2], h / images.shape[1]))
+        return model.predict(inputs, [meta] * len(images))
+
+
+def calibrate_head(model: nn.Module, image: np.ndarray, spec: PreprocessSpec, cls_bias: tuple[float, float]) -> None:
+    """Scale the head's output convs to unit output spread on ``image``; classification biases ~ N(*cls_bias)."""
+    head = model.bbox_head
+    outputs: dict[nn.Module, list[torch.Tensor]] = {}
+    convs = [m for m in head.modules() if isinstance(m, nn.Conv2d)
+             and m.out_channels in {a * k for a in head.num_base_priors for k in (4, head.cls_out_channels)}]
+    hooks = [c.register_forward_hook(lambda m, i, o: outputs.setdefault(m, []).append(o)) for c in convs]
+    with torch.no_grad():
+        model(preprocess(spec, torch.from_numpy(image[None]))[0])
+        for h in hooks:
+            h.remove()
+        g = torch.Generator().manual_seed(0)
+        for conv, outs in outputs.items():
+            conv.weight /= torch.cat([o.flatten() for o in outs]).std().clamp(min=1e-6)
+            if conv.out_channels % head.cls_out_channels == 0 and conv.out_channels // head.cls_out_channels in \
+                    head.num_base_priors:
+                conv.bias.copy_(torch.randn(conv.bias.shape, generator=g) * cls_bias[1] + cls_bias[0])
+            else:
+                conv.bias.zero_()
+
+
+def shapes_images(n: int, size: int = 320) -> list[np.ndarray]:
+    return [draw_shapes_image(np.random.default_rng(i), size)[0] for i in range(n)]
+
+
+# ------------------------------------------------------------------------------------------- NMS and resizing
+@pytest.mark.parametrize('max_per_class', [0, 3])
+def test_nonmaxsuppression_is_batched_nms(tmp_path, max_per_class):
+    """ONNX NonMaxSuppression in onnxruntime keeps exactly what detkit's batched_nms keeps, per class: integer boxes
+    (IoUs of exactly 0.5, the threshold, must not suppress) and scores from a set of five (ties by index)."""
+
+    class Nms(nn.Module):
+        def forward(self, boxes, scores):
+            return torch.ops.detkit_deploy.nms_per_class(boxes, scores, max_per_class, 0.5, -0.5)
+
+    g = torch.Generator().manual_seed(0)
+    n, c, a = 2, 3, 300
+    xy = torch.randint(0, 40, (n, a, 2), generator=g).float()
+    wh = torch.randint(1, 6, (n, a, 2), generator=g).float()
+    boxes = torch.cat([xy, xy + wh], dim=2)
+    scores = torch.randint(1, 6, (n, c, a), generator=g).float() / 5
+    scores[torch.rand(n, c, a, generator=g) < 0.3] = -1  # not candidates
+    export_module(Nms().eval(), (boxes, scores), tmp_path / 'nms.onnx')
+    sel = session(tmp_path / 'nms.onnx').run(None, {'boxes': boxes.numpy(), 'scores': scores.numpy()})[0]
+    got = {tuple(r) for r in sel.tolist()}
+    expected = set()
+    exact_half = 0
+    for i in range(n):
+        cls, idx = (scores[i] > -0.5).nonzero(as_tuple=True)
+        keep = batched_nms(boxes[i, idx], scores[i, cls, idx], cls, 0.5)
+        for k in range(c):
+            kept = [int(j) for j in idx[keep][cls[keep] == k]]
+            expected |= {(i, k, j) for j in (kept[:max_per_class] if max_per_class else kept)}
+        b = boxes[i]
+        area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+        lt, rb = torch.maximum(b[:, None, :2], b[None, :, :2]), torch.minimum(b[:, None, 2:], b[None, :, 2:])
+        inter = (rb - lt).clamp(min=0).prod(-1)
+        exact_half += int((inter / (area[:, None] + area[None] - inter) == 0.5).sum())
+    assert exact_half > 0  # the threshold case is exercised
+    assert got == expected
+
+
+@pytest.mark.parametrize('rounding', ['floor', 'half_up'])
+def test_keep_ratio_preprocessing_is_the_python_pipelines(tmp_path, rounding):
+    """The exported keep-ratio resize gives rescale_size's size for every image size tried (also those where
+    float32 arithmetic is a pixel off), and the pixels of OpenCV's float resize + Normalize + Pad."""
+    spec = PreprocessSpec(scale=(1333, 800), keep_ratio=True, size_rounding=rounding, mean=(123.675, 116.28, 103.53),
+                          std=(58.395, 57.12, 57.375), to_rgb=True, pad_size_divisor=32, resizes_uint8=False)
+
+    class Pre(nn.Module):
+        def forward(self, image):
+            x, (h, w), scale = preprocess(spec, image[None])
+            return x, scale, torch.ones((), dtype=torch.int64) * h, torch.ones((), dtype=torch.int64) * w
+
+    dims = {'image': {0: torch.export.Dim('h', min=2, max=4096), 1: torch.export.Dim('w', min=2, max=4096)}}
+    export_module(Pre().eval(), (torch.zeros(480, 640, 3, dtype=torch.uint8),), tmp_path / 'pre.onnx', dims)
+    sess = session(tmp_path / 'pre.onnx')
+    # sizes where the short side lands on 800 only in double precision, and ordinary ones
+    sizes = [(1, 149), (143, 806), (149, 298), (299, 806), (105, 1302), (480, 640), (427, 640), (612, 612),
+             (500, 375), (333, 500), (1200, 1600)]
+    rng = np.random.default_rng(0)
+    for h, w in sizes:
+        img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        x, scale, new_h, new_w = sess.run(None, {'image': img})
+        expect_w, expect_h = rescale_size(w, h, (1333, 800), rounding)
+        assert (int(new_h), int(new_w)) == (expect_h, expect_w), (h, w)
+        assert x.shape[2:] == (-(-expect_h // 32) * 32, -(-expect_w // 32) * 32)
+        np.testing.assert_allclose(scale, np.float32([expect_w / w, expect_h / h]), rtol=0, atol=0)
+        if min(h, w) >= 100:  # the Python pipeline's float path: OpenCV resize, then mean/std, then zero padding
+            ref = cv2.resize(img.astype(np.float32), (expect_w, expect_h), interpolation=cv2.INTER_LINEAR)
+            ref = (cv2.cvtColor(ref, cv2.COLOR_BGR2RGB) - np.float32(spec.mean)) / np.float32(spec.std)
+            np.testing.assert_allclose(x[0, :, :expect_h, :expect_w], ref.transpose(2, 0, 1), atol=1e-3)
+            assert not x[0, :, expect_h:].any() and not x[0, :, :, expect_w:].any()
+
+
+# ------------------------------------------------------------------------------------------- whole detectors
+def check_model(tmp_path: Path, config: str, cfg_options: dict | None, cls_bias: tuple[float, float],
+                images: list[np.ndarray], min_dets: int) -> tuple[nn.Module, object, Path]:
+    torch.manual_seed(0)
+    model = init_detector(str(REPO / config), None, cfg_options=cfg_options)
+    path = tmp_path / 'model.onnx'
+    calibrate_head(model, images[0], build_graph(model).spec, cls_bias)
+    graph = export_onnx(model, path)
+    sess = session(path)
+    for i, img in enumerate(images):
+        ours = sess.run(None, {'image': img})
+        assert ours[0].dtype == np.float32 and ours[2].dtype == np.int64
+        ref = reference(model, graph.spec, img[None])[0]
+        assert len(ref['boxes']) >= min_dets
+        box, score = paired_differences(ours, ref)
+        assert box < BOX_TOL and score < SCORE_TOL, (config, i, img.shape, box, score)
+    return model, graph, path
+
+
+@pytest.fixture(scope='module')
+def photos(shared_jpegs) -> list[np.ndarray]:
+    return [cv2.imread(p) for p in shared_jpegs]
+
+
+@pytest.mark.slow  # export ~20 s and six images on 2 loaded cores
+def test_ssd300_onnx_equals_pytorch(tmp_path, photos):
+    images = photos + shapes_images(2)
+    model, graph, path = check_model(tmp_path, 'configs/ssd/ssd300_coco_tv.py', None, (0.0, 2.0), images, 150)
+    # the _tv config resizes floats in Python too: onnxruntime also gives the Python pipeline's detections
+    sess = session(path)
+    box, score = paired_differences(sess.run(None, {'image': photos[0]}), inference_detector(model, photos[0]))
+    assert box < BOX_TOL and score < SCORE_TOL
+    meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    assert 'bilinear resize to 300x300' in meta['detkit.description'] and meta['detkit.max_dets'] == '200'
+
+
+@pytest.mark.slow  # RetinaNet-R50-FPN at up to 800x1066, dynamic size: export ~2 minutes on 2 loaded cores
+def test_retinanet_onnx_equals_pytorch(tmp_path, photos):
+    # two sizes of keep-ratio input through one graph: 800x1066 and 612x612 -> 800x800
+    check_model(tmp_path, 'configs/retinanet/retinanet_r50_fpn_coco_tv.py', None, (-4.0, 1.0),
+                photos[:2] + shapes_images(1), 100)
+
+
+@pytest.mark.slow  # M2Det's MLFPN narrowed (planes 64, 2 levels): its post-processing is the subject here
+def test_m2det_soft_nms_onnx_equals_pytorch(tmp_path, photos):
+    images = photos[:2] + shapes_images(2)
+    model, graph, _ = check_model(tmp_path, 'configs/m2det/m2det320_vgg_coco.py',
+                                  {'model.neck.planes': 64, 'model.neck.num_levels': 2}, (0.0, 1.5), images, 100)
+    assert model.test_cfg.nms.type == 'soft_nms' and graph.cfg.nms.type == 'soft_nms'
+
+
+@pytest.mark.slow
+def test_dynamic_batch_and_tools(tmp_path, photos):
+    """export_onnx.py --dynamic-batch on a trained-like quickstart model: padded outputs and num_dets equal
+    predict's per image; onnx_demo.py draws with the class names stored in the model."""
+    torch.manual_seed(0)
+    config = REPO / 'configs' / 'quickstart' / 'ssd_shapes.py'
+    model = init_detector(str(config), None)
+    images = np.stack(shapes_images(3, size=256))
+    calibrate_head(model, images[0], build_graph(model).spec, (0.0, 2.0))
+    ckpt = tmp_path / 'model.pth'
+    torch.save({'state_dict': model.state_dict(), 'meta': {'dataset_meta': {'classes': ('circle', 'square',
+                                                                                        'triangle', 'star')}}}, ckpt)
+    out = tmp_path / 'batched.onnx'
+    run_tool('export_onnx.py', str(config), str(ckpt), '--out', str(out), '--dynamic-batch', '--max-per-img', '50')
+    boxes, scores, labels, num = session(out).run(None, {'image': images})
+    assert boxes.shape == (3, 50, 4) and scores.shape == (3, 50) and labels.shape == (3, 50) and num.shape == (3,)
+    refs = reference(model, build_graph(model).spec, images)
+    for i, ref in enumerate(refs):
+        ref = {k: v[:50] for k, v in ref.items()}
+        k = int(num[i])
+        assert k == len(ref['boxes']) > 0
+        assert (labels[i, k:] == -1).all() and not scores[i, k:].any() and not boxes[i, k:].any()
+        box, score = paired_differences((boxes[i, :k], scores[i, :k], labels[i, :k]), ref)
+        assert box < BOX_TOL and score < SCORE_TOL
+
+    cv2.imwrite(str(tmp_path / 'shape.png'), images[0])
+    text = run_tool('onnx_demo.py', str(out), str(tmp_path / 'shape.png'), '--out', str(tmp_path / 'vis.png'),
+                    '--score-thr', '0.0')
+    assert cv2.imread(str(tmp_path / 'vis.png')).shape == images[0].shape
+    assert f'{int(num[0])} detections >= 0.0' in text
+
+
+def test_export_refuses_soft_nms_without_cap_and_batch_without_cap():
+    torch.manual_seed(0)
+    model = init_detector(str(REPO / 'configs' / 'm2det' / 'm2det320_vgg_coco.py'), None,
+                          cfg_options={'model.neck.planes': 32, 'model.neck.num_levels': 1,
+                                       'model.test_cfg.max_per_class': 0})
+    with pytest.raises(ValueError, match='max_per_class must be > 0'):
+        build_graph(model)
+    with pytest.raises(ValueError, match='give max_dets'):
+        build_graph(model, batched=True, hard_nms=True)
+    assert build_graph(model, batched=True, hard_nms=True, max_dets=7).max_dets == 7
+
+
+def run_tool(name: str, *argv: str) -> str:
+    """``python tools/deployment/NAME ARGV`` in this process; its stdout."""
+    path = REPO / 'tools' / 'deployment' / name
+    old = sys.argv
+    out = io.StringIO()
+    try:
+        sys.argv = [str(path), *argv]
+        with contextlib.redirect_stdout(out):
+            runpy.run_path(str(path), run_name='__main__')
+    finally:
+        sys.argv = old
+    return out.getvalue()
