@@ -6,9 +6,8 @@ masked post-processing and ONNX ``NonMaxSuppression`` are an independent impleme
 compared after pairing each one with the detection of its class and nearest box (equal scores may come out in
 another order): boxes within 1e-2 px, scores within 1e-3, the same count and labels.
 
-Random weights, with the head's last convs scaled so that their outputs have unit spread on the first photo (a
-random network's raw outputs make boxes thousands of pixels wide or one pixel thin, whose IoUs, and so
-soft-NMS decays, react to float rounding), and classification biases that give hundreds of detections.
+Random weights, with the head's last convs scaled to unit output spread on the first image (the
+``calibrate_head`` fixture) and classification biases that give hundreds of detections.
 
 Measured (onnxruntime vs predict): SSD300 boxes within ~1e-3 px, scores 1e-5; RetinaNet ~5e-4 px, 1e-6; M2Det
 (soft-NMS) ~1e-3 px, 1e-4.
@@ -71,27 +70,6 @@ def reference(model: nn.Module, spec: PreprocessSpec, images: np.ndarray) -> lis
         meta = dict(img_shape=(h, w), ori_shape=images.shape[1:3],
                     scale_factor=(w / images.shape[2], h / images.shape[1]))
         return model.predict(inputs, [meta] * len(images))
-
-
-def calibrate_head(model: nn.Module, image: np.ndarray, spec: PreprocessSpec, cls_bias: tuple[float, float]) -> None:
-    """Scale the head's output convs to unit output spread on ``image``; classification biases ~ N(*cls_bias)."""
-    head = model.bbox_head
-    outputs: dict[nn.Module, list[torch.Tensor]] = {}
-    convs = [m for m in head.modules() if isinstance(m, nn.Conv2d)
-             and m.out_channels in {a * k for a in head.num_base_priors for k in (4, head.cls_out_channels)}]
-    hooks = [c.register_forward_hook(lambda m, i, o: outputs.setdefault(m, []).append(o)) for c in convs]
-    with torch.no_grad():
-        model(preprocess(spec, torch.from_numpy(image[None]))[0])
-        for h in hooks:
-            h.remove()
-        g = torch.Generator().manual_seed(0)
-        for conv, outs in outputs.items():
-            conv.weight /= torch.cat([o.flatten() for o in outs]).std().clamp(min=1e-6)
-            if conv.out_channels % head.cls_out_channels == 0 and conv.out_channels // head.cls_out_channels in \
-                    head.num_base_priors:
-                conv.bias.copy_(torch.randn(conv.bias.shape, generator=g) * cls_bias[1] + cls_bias[0])
-            else:
-                conv.bias.zero_()
 
 
 def shapes_images(n: int, size: int = 320) -> list[np.ndarray]:
@@ -169,12 +147,12 @@ def test_keep_ratio_preprocessing_is_the_python_pipelines(tmp_path, rounding):
 
 
 # ------------------------------------------------------------------------------------------- whole detectors
-def check_model(tmp_path: Path, config: str, cfg_options: dict | None, cls_bias: tuple[float, float],
+def check_model(tmp_path: Path, calibrate_head, config: str, cfg_options: dict | None, cls_bias: tuple[float, float],
                 images: list[np.ndarray], min_dets: int) -> tuple[nn.Module, object, Path]:
     torch.manual_seed(0)
     model = init_detector(str(REPO / config), None, cfg_options=cfg_options)
     path = tmp_path / 'model.onnx'
-    calibrate_head(model, images[0], build_graph(model).spec, cls_bias)
+    calibrate_head(model, preprocess(build_graph(model).spec, torch.from_numpy(images[0][None]))[0], cls_bias)
     graph = export_onnx(model, path)
     sess = session(path)
     for i, img in enumerate(images):
@@ -193,9 +171,9 @@ def photos(shared_jpegs) -> list[np.ndarray]:
 
 
 @pytest.mark.slow  # export ~20 s and six images on 2 loaded cores
-def test_ssd300_onnx_equals_pytorch(tmp_path, photos):
+def test_ssd300_onnx_equals_pytorch(tmp_path, photos, calibrate_head):
     images = photos + shapes_images(2)
-    model, graph, path = check_model(tmp_path, 'configs/ssd/ssd300_coco_tv.py', None, (0.0, 2.0), images, 150)
+    model, graph, path = check_model(tmp_path, calibrate_head, 'configs/ssd/ssd300_coco_tv.py', None, (0.0, 2.0), images, 150)
     # the _tv config resizes floats in Python too: onnxruntime also gives the Python pipeline's detections
     sess = session(path)
     box, score = paired_differences(sess.run(None, {'image': photos[0]}), inference_detector(model, photos[0]))
@@ -205,29 +183,29 @@ def test_ssd300_onnx_equals_pytorch(tmp_path, photos):
 
 
 @pytest.mark.slow  # RetinaNet-R50-FPN at up to 800x1066, dynamic size: export ~2 minutes on 2 loaded cores
-def test_retinanet_onnx_equals_pytorch(tmp_path, photos):
+def test_retinanet_onnx_equals_pytorch(tmp_path, photos, calibrate_head):
     # two sizes of keep-ratio input through one graph: 800x1066 and 612x612 -> 800x800
-    check_model(tmp_path, 'configs/retinanet/retinanet_r50_fpn_coco_tv.py', None, (-4.0, 1.0),
+    check_model(tmp_path, calibrate_head, 'configs/retinanet/retinanet_r50_fpn_coco_tv.py', None, (-4.0, 1.0),
                 photos[:2] + shapes_images(1), 100)
 
 
 @pytest.mark.slow  # M2Det's MLFPN narrowed (planes 64, 2 levels): its post-processing is the subject here
-def test_m2det_soft_nms_onnx_equals_pytorch(tmp_path, photos):
+def test_m2det_soft_nms_onnx_equals_pytorch(tmp_path, photos, calibrate_head):
     images = photos[:2] + shapes_images(2)
-    model, graph, _ = check_model(tmp_path, 'configs/m2det/m2det320_vgg_coco.py',
+    model, graph, _ = check_model(tmp_path, calibrate_head, 'configs/m2det/m2det320_vgg_coco.py',
                                   {'model.neck.planes': 64, 'model.neck.num_levels': 2}, (0.0, 1.5), images, 100)
     assert model.test_cfg.nms.type == 'soft_nms' and graph.cfg.nms.type == 'soft_nms'
 
 
 @pytest.mark.slow
-def test_dynamic_batch_and_tools(tmp_path, photos):
+def test_dynamic_batch_and_tools(tmp_path, calibrate_head):
     """export_onnx.py --dynamic-batch on a trained-like quickstart model: padded outputs and num_dets equal
     predict's per image; onnx_demo.py draws with the class names stored in the model."""
     torch.manual_seed(0)
     config = REPO / 'configs' / 'quickstart' / 'ssd_shapes.py'
     model = init_detector(str(config), None)
     images = np.stack(shapes_images(3, size=256))
-    calibrate_head(model, images[0], build_graph(model).spec, (0.0, 2.0))
+    calibrate_head(model, preprocess(build_graph(model).spec, torch.from_numpy(images[:1]))[0], (0.0, 2.0))
     ckpt = tmp_path / 'model.pth'
     torch.save({'state_dict': model.state_dict(), 'meta': {'dataset_meta': {'classes': ('circle', 'square',
                                                                                         'triangle', 'star')}}}, ckpt)
