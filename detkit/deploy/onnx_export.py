@@ -116,7 +116,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, dynamic_batch: bool =
         dynamic_batch: export the batched interface.
         max_dets: ``D``; default ``test_cfg.max_per_img``, else ``max_per_class * num_classes`` (every detection
             soft-NMS can keep); a batched export without either needs it.
-        hard_nms: export a soft-NMS model with hard NMS (same IoU threshold) instead of unrolled soft-NMS rounds.
+        hard_nms: export a soft-NMS model with hard NMS (same IoU threshold) instead of soft-NMS rounds.
         example_hw: the size of the example image traced (any size: the exported size is symbolic).
 
     Returns:
@@ -129,9 +129,10 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, dynamic_batch: bool =
     if dynamic_batch:
         dims = {0: torch.export.Dim('batch', min=1, max=1024), **{k + 1: v for k, v in dims.items()}}
     outputs = ['boxes', 'scores', 'labels'] + (['num_dets'] if dynamic_batch else [])
-    program = torch.onnx.export(graph, (example,), dynamo=True, input_names=['image'], output_names=outputs,
-                                dynamic_shapes={'images': dims}, custom_translation_table=translation_table(),
-                                opset_version=OPSET, verbose=False)
+    with torch.no_grad():  # (soft-NMS's scan is traced for inference only)
+        program = torch.onnx.export(graph, (example,), dynamo=True, input_names=['image'], output_names=outputs,
+                                    dynamic_shapes={'images': dims}, custom_translation_table=translation_table(),
+                                    opset_version=OPSET, verbose=False)
     classes = (getattr(model, 'dataset_meta', None) or {}).get('classes') or ()
     # what onnx_demo.py (or any reader) needs to name the labels and to know what the graph does
     program.model.metadata_props.update({
@@ -152,7 +153,7 @@ def describe(graph: DetectorGraph, num_classes: int) -> str:
            f', pad to {spec.pad_size}' if spec.pad_size else '')
     if cfg.nms.type == 'soft_nms':
         nms = (f'soft-NMS ({cfg.nms.method}, IoU {cfg.nms.iou_threshold}, sigma {cfg.nms.sigma}, min score '
-               f'{cfg.nms.min_score}) as {cfg.max_per_class} unrolled rounds per class')
+               f'{cfg.nms.min_score}) as {cfg.max_per_class} rounds per class (one ONNX Scan)')
     else:
         nms = f'NonMaxSuppression per class (IoU {cfg.nms.iou_threshold})'
         if cfg.max_per_class > 0:

@@ -148,6 +148,8 @@ def preprocess(spec: PreprocessSpec, images: Tensor) -> tuple[Tensor, tuple[Any,
     """
     h, w = images.shape[1], images.shape[2]
     new_h, new_w = target_size(spec, h, w)
+    if spec.keep_ratio:
+        new_h, new_w = _fresh_sizes(images, (new_h, new_w), max(spec.scale))
     x = images.permute(0, 3, 1, 2).to(torch.float32)  # (N, 3, H, W)
     if spec.to_rgb:
         x = x.flip(1)
@@ -159,7 +161,11 @@ def preprocess(spec: PreprocessSpec, images: Tensor) -> tuple[Tensor, tuple[Any,
     pad_h = pad_w = 0
     if spec.pad_size is not None:
         pad_w, pad_h = spec.pad_size[0] - new_w, spec.pad_size[1] - new_h
-    if spec.pad_size_divisor:
+    if spec.pad_size_divisor and spec.pad_size is None and isinstance(new_h, torch.SymInt):
+        d = spec.pad_size_divisor  # the padded size as d x a fresh size: short expressions for every feature map
+        blocks = _fresh_sizes(images, ((new_h + d - 1) // d, (new_w + d - 1) // d), -(-max(spec.scale) // d))
+        pad_h, pad_w = d * blocks[0] - new_h, d * blocks[1] - new_w
+    elif spec.pad_size_divisor:
         d = spec.pad_size_divisor
         pad_h, pad_w = (d - (new_h + pad_h) % d) % d + pad_h, (d - (new_w + pad_w) % d) % d + pad_w
     if spec.pad_size is not None or spec.pad_size_divisor:
@@ -168,6 +174,26 @@ def preprocess(spec: PreprocessSpec, images: Tensor) -> tuple[Tensor, tuple[Any,
     sizes = _shape_tensor(images, (new_w, new_h, w, h)).to(torch.float64)
     scale = (sizes[:2] / sizes[2:]).to(torch.float32)
     return x, (new_h, new_w), scale
+
+
+def _fresh_sizes(like: Tensor, sizes: tuple[Any, Any], high: int) -> tuple[Any, Any]:
+    """``sizes`` unchanged for Python ints; while ``torch.export`` traces (symbolic sizes), the same values as new
+    sizes (``Tensor.item()``) known to the tracer only by their range ``[1, high]``.
+
+    The tracer carries every size as an expression of the input's height and width, and checks each shape
+    operation against those expressions' ranges. After a keep-ratio resize (min, max and rounding of a double
+    product) and padding, the expression of every feature map is deep, and those checks took most of a RetinaNet
+    export (~100 s for ResNet-18 on 2 cores); fresh sizes keep the expressions short (~2-3x faster). The graph
+    computes the same numbers either way.
+    """
+    if not any(isinstance(v, torch.SymInt) for v in sizes):
+        return sizes
+    values = _shape_tensor(like, sizes)
+    fresh = tuple(values[i].item() for i in range(len(sizes)))
+    for v in fresh:
+        torch._check(v >= 1)
+        torch._check(v <= high)
+    return fresh  # type: ignore[return-value]
 
 
 def _shape_tensor(like: Tensor, values: Sequence[Any]) -> Tensor:

@@ -11,9 +11,9 @@ With it: ``image`` ``(N, H, W, 3)`` (same-size images), outputs padded to the de
 config's ``max_per_img``, else ``max_per_class x classes`` (soft-NMS keeps at most that many); a config with
 neither needs ``--max-per-img``.
 
-Soft-NMS (M2Det) has no ONNX operator: it is exported as ``max_per_class`` unrolled rounds (exact for the first
-``max_per_class`` detections per class, all that the config keeps); ``--hard-nms`` exports hard NMS at the same IoU
-threshold instead (other detections: the tool says so).
+Soft-NMS (M2Det) has no ONNX operator: it is exported as ``max_per_class`` rounds, one ONNX ``Scan`` (exact for
+the first ``max_per_class`` detections per class, all that the config keeps); ``--hard-nms`` exports hard NMS at the
+same IoU threshold instead (other detections: the tool says so).
 """
 from __future__ import annotations
 
@@ -59,11 +59,11 @@ def verify(path: str, graph: torch.nn.Module, image_path: str, batched: bool) ->
     img = imread(image_path)
     sess = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
     feed = img[None] if batched else img
-    ours = [o[0] for o in sess.run(None, {'image': feed})[:3]] if batched else sess.run(None, {'image': feed})
+    ours = sess.run(None, {'image': feed})
     with torch.no_grad():
-        ref = [t.numpy() for t in graph(torch.from_numpy(feed))[:3]]
-        if batched:
-            ref = [r[0] for r in ref]
+        ref = [t.numpy() for t in graph(torch.from_numpy(feed))]
+    if batched:  # the first image's detections, without the padding
+        ours, ref = ([o[0][:out[3][0]] for o in out[:3]] for out in (ours, ref))
     if len(ours[0]) != len(ref[0]):
         raise SystemExit(f'verify: onnxruntime gave {len(ours[0])} detections, PyTorch {len(ref[0])}')
     if not len(ref[0]):
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
                   f'{cfg.nms.iou_threshold} instead: the ONNX detections are NOT the config\'s (scores are not '
                   'decayed, overlapping boxes are removed)', file=sys.stderr)
         else:
-            print(f'note: soft-NMS has no ONNX operator; it is exported as {cfg.max_per_class} unrolled rounds per '
+            print(f'note: soft-NMS has no ONNX operator; it is exported as {cfg.max_per_class} rounds per '
                   'class (every detection the config keeps, the same scores)')
     if args.dynamic_batch and args.max_per_img is None and cfg.max_per_img <= 0:
         if cfg.max_per_class <= 0:
