@@ -34,7 +34,7 @@ from torch import nn
 from detkit.apis import init_detector
 from detkit.datasets.shapes import draw_shapes_image
 from detkit.datasets.transforms.transforms import rescale_size
-from detkit.deploy import PreprocessSpec, build_graph, export_onnx, preprocess
+from detkit.deploy import PreprocessSpec, build_graph, export_onnx, paired_differences, preprocess
 from detkit.deploy.onnx_export import translation_table
 from detkit.ops import batched_nms
 
@@ -51,21 +51,6 @@ def export_module(module: nn.Module, example: tuple, path: Path, dynamic_shapes:
                       custom_translation_table=translation_table(), external_data=False)
 
 
-def paired_differences(ours: tuple, ref: dict) -> tuple[float, float]:
-    """Max box and score differences after pairing every onnxruntime detection with the reference detection of its
-    class and nearest box; the pairing must be one to one and the counts equal."""
-    boxes, scores, labels = (torch.as_tensor(np.asarray(o)) for o in ours)
-    assert len(boxes) == len(ref['boxes']), (len(boxes), len(ref['boxes']))
-    if not len(boxes):
-        return 0.0, 0.0
-    cost = (boxes[:, None] - ref['boxes'][None]).abs().amax(-1) + (scores[:, None] - ref['scores'][None]).abs() * 1e3
-    cost[labels[:, None] != ref['labels'][None]] = float('inf')
-    pair = cost.argmin(1)
-    assert len(set(pair.tolist())) == len(pair), 'two detections pair with the same reference detection'
-    assert torch.isfinite(cost.gather(1, pair[:, None])).all(), 'a detection has no reference of its class'
-    return ((boxes - ref['boxes'][pair]).abs().max().item(), (scores - ref['scores'][pair]).abs().max().item())
-
-
 def reference(model: nn.Module, spec: PreprocessSpec, images: np.ndarray) -> list[dict]:
     """``predict`` on the exported pre-processing's input (same-size ``(N, H, W, 3)`` uint8 images)."""
     with torch.no_grad():
@@ -77,6 +62,21 @@ def reference(model: nn.Module, spec: PreprocessSpec, images: np.ndarray) -> lis
 
 def shapes_images(n: int, size: int = 320) -> list[np.ndarray]:
     return [draw_shapes_image(np.random.default_rng(i), size)[0] for i in range(n)]
+
+
+def test_paired_differences_pairs_by_class_and_box_and_names_mismatches():
+    ref = {'boxes': torch.tensor([[0.0, 0, 10, 10], [5, 5, 20, 20], [0, 0, 10, 10]]),
+           'scores': torch.tensor([0.9, 0.5, 0.5]), 'labels': torch.tensor([0, 0, 1])}
+    ours = (np.float32([[0, 0, 10, 10.004], [0, 0, 10, 10], [5, 5, 20, 20]]), np.float32([0.5, 0.9, 0.5002]),
+            np.int64([1, 0, 0]))  # another order, tiny differences
+    box, score = paired_differences(ours, ref)
+    assert box == pytest.approx(0.004, abs=1e-5) and score == pytest.approx(2e-4, abs=1e-6)
+    with pytest.raises(ValueError, match='2 detections against 3'):
+        paired_differences(tuple(o[:2] for o in ours), ref)
+    with pytest.raises(ValueError, match='no reference detection of its class'):
+        paired_differences((ours[0], ours[1], np.int64([2, 0, 0])), ref)
+    with pytest.raises(ValueError, match='pair with the same reference'):
+        paired_differences((ours[0], ours[1], np.int64([0, 0, 0])), ref)
 
 
 # ------------------------------------------------------------------------------------------- NMS and resizing

@@ -23,12 +23,11 @@ import os.path as osp
 import sys
 import time
 
-import numpy as np
 import torch
 
 from detkit.apis import init_detector
 from detkit.datasets.transforms import imread
-from detkit.deploy import describe, export_onnx
+from detkit.deploy import describe, export_onnx, paired_differences
 from detkit.utils.config import DictAction
 
 
@@ -52,8 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def verify(path: str, graph: torch.nn.Module, image_path: str, batched: bool) -> tuple[float, float, int]:
-    """Max box and score differences between onnxruntime and the same graph in PyTorch on one image, after pairing
-    each detection with the one of its class and nearest box; and the number of detections."""
+    """Max box and score differences between onnxruntime and the same graph in PyTorch on one image (see
+    :func:`detkit.deploy.paired_differences`), and the number of detections."""
     import onnxruntime as ort
 
     img = imread(image_path)
@@ -64,15 +63,11 @@ def verify(path: str, graph: torch.nn.Module, image_path: str, batched: bool) ->
         ref = [t.numpy() for t in graph(torch.from_numpy(feed))]
     if batched:  # the first image's detections, without the padding
         ours, ref = ([o[0][:out[3][0]] for o in out[:3]] for out in (ours, ref))
-    if len(ours[0]) != len(ref[0]):
-        raise SystemExit(f'verify: onnxruntime gave {len(ours[0])} detections, PyTorch {len(ref[0])}')
-    if not len(ref[0]):
-        return 0.0, 0.0, 0
-    cost = np.abs(ours[0][:, None] - ref[0][None]).max(-1) + np.abs(ours[1][:, None] - ref[1][None]) * 1e3
-    cost[ours[2][:, None] != ref[2][None]] = np.inf
-    pair = cost.argmin(1)
-    return (float(np.abs(ours[0] - ref[0][pair]).max()), float(np.abs(ours[1] - ref[1][pair]).max()),
-            len(ref[0]))
+    try:
+        box, score = paired_differences(ours, ref)
+    except ValueError as err:
+        raise SystemExit(f'verify on {image_path}: onnxruntime and PyTorch disagree: {err}') from None
+    return box, score, len(ref[0])
 
 
 def main(argv: list[str] | None = None) -> None:
