@@ -45,6 +45,7 @@ bench: install
 	$(PY) benchmarks/bench_data.py
 	$(PY) benchmarks/bench_eval.py
 	$(PY) benchmarks/bench_models.py
+	$(PY) benchmarks/bench_inference.py --jit --compile
 
 clean:
 	rm -rf build detkit/_C*.so detkit/.ext-built *.egg-info
