@@ -12,9 +12,10 @@ What each mode does (measured in BENCHMARKS.md, "End-to-end inference"):
   keeps 8 bits of mantissa, so scores move by ~1e-2 and boxes by pixels; the VOC mAP change on the shapes val split
   is stated in README.md.
 
-Measured and not shipped: ``torch.jit.freeze`` + ``optimize_for_inference`` (slower than eager here) and
-``torch.compile`` (minutes of compilation per input shape on 2 cores); onnxruntime runs the exported graph
-(``tools/deployment/``).
+Measured and not shipped (``benchmarks/bench_inference.py --jit --compile``): ``torch.jit.freeze`` +
+``optimize_for_inference`` of the 'exact' network (no faster than 'exact') and ``torch.compile`` with inductor's
+freezing (3-16% faster than 'exact', after 7-34 s of compilation per input shape, with a C++ toolchain at run
+time); onnxruntime runs the exported graph (``tools/deployment/``).
 """
 from __future__ import annotations
 
