@@ -16,9 +16,11 @@ Two translations are added to torch's exporter:
 """
 from __future__ import annotations
 
+import importlib
 import json
 import operator
 import os
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -30,9 +32,23 @@ from detkit.models.utils.postprocess import NMSConfig, TestConfig
 from .graph import DetectorGraph
 from .preprocess import PreprocessSpec
 
-__all__ = ['build_graph', 'describe', 'export_onnx', 'preprocess_spec', 'translation_table']
+__all__ = ['build_graph', 'describe', 'export_onnx', 'optional_import', 'preprocess_spec', 'translation_table']
 
 OPSET = 18
+
+
+def optional_import(name: str) -> ModuleType:
+    """Import one of the deployment extras (``onnx``, ``onnxscript``, ``onnxruntime``), or say how to install it.
+
+    Raises:
+        ImportError: naming the package and ``requirements-deploy.txt``.
+    """
+    try:
+        return importlib.import_module(name)
+    except ImportError as err:
+        raise ImportError(f'{name} is not installed: it is an optional extra of detkit for ONNX export and '
+                          f'inference; install it with `pip install -r requirements-deploy.txt` (make install '
+                          f'does)') from err
 
 
 def preprocess_spec(cfg: Any) -> PreprocessSpec:
@@ -122,6 +138,8 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, dynamic_batch: bool =
     Returns:
         The :class:`DetectorGraph` exported (run it in PyTorch for the same computation).
     """
+    for extra in ('onnx', 'onnxscript'):  # torch.onnx.export(dynamo=True) needs both
+        optional_import(extra)
     graph = build_graph(model, batched=dynamic_batch, max_dets=max_dets, hard_nms=hard_nms)
     h, w = example_hw
     example = torch.zeros((2, h, w, 3) if dynamic_batch else (h, w, 3), dtype=torch.uint8)

@@ -19,7 +19,9 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import runpy
+import subprocess
 import sys
 from pathlib import Path
 
@@ -260,6 +262,18 @@ def test_export_refuses_soft_nms_without_cap_and_batch_without_cap():
     with pytest.raises(ValueError, match='give max_dets'):
         build_graph(model, batched=True, hard_nms=True)
     assert build_graph(model, batched=True, hard_nms=True, max_dets=7).max_dets == 7
+
+
+def test_onnx_packages_are_optional(monkeypatch):
+    """detkit (inference, the deploy graph) imports none of the extras; the tools name the missing one."""
+    code = ('import sys, detkit.apis, detkit.deploy; '
+            'print(sorted(m for m in ("onnx", "onnxruntime", "onnxscript") if m in sys.modules))')
+    out = subprocess.run([sys.executable, '-c', code], cwd=REPO, capture_output=True, text=True, check=True,
+                         env={**os.environ, 'PYTHONPATH': str(REPO)})
+    assert out.stdout.strip() == '[]'
+    monkeypatch.setitem(sys.modules, 'onnxruntime', None)  # import onnxruntime raises ImportError
+    with pytest.raises(ImportError, match='onnxruntime is not installed.*requirements-deploy.txt'):
+        run_tool('onnx_demo.py', 'model.onnx', 'photo.jpg')
 
 
 def run_tool(name: str, *argv: str) -> str:

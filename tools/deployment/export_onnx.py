@@ -27,7 +27,7 @@ import torch
 
 from detkit.apis import init_detector
 from detkit.datasets.transforms import imread
-from detkit.deploy import describe, export_onnx, paired_differences
+from detkit.deploy import describe, export_onnx, optional_import, paired_differences
 from detkit.utils.config import DictAction
 
 
@@ -53,8 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def verify(path: str, graph: torch.nn.Module, image_path: str, batched: bool) -> tuple[float, float, int]:
     """Max box and score differences between onnxruntime and the same graph in PyTorch on one image (see
     :func:`detkit.deploy.paired_differences`), and the number of detections."""
-    import onnxruntime as ort
-
+    ort = optional_import('onnxruntime')
     img = imread(image_path)
     sess = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
     feed = img[None] if batched else img

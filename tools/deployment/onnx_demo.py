@@ -3,8 +3,9 @@
     python tools/deployment/onnx_demo.py model.onnx photo.jpg                 # -> outputs/onnx_demo/photo.jpg
     python tools/deployment/onnx_demo.py model.onnx images/ --out vis/ --score-thr 0.5
 
-Needs only onnxruntime, numpy and OpenCV at run time (detkit draws the boxes). Class names come from the model's
-``detkit.classes`` metadata. A batched export (``--dynamic-batch``) is run one image at a time.
+The graph holds the whole detector: onnxruntime runs it, detkit only reads the images and draws the boxes. Class
+names come from the model's ``detkit.classes`` metadata. A batched export (``--dynamic-batch``) is run one image at
+a time.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import cv2
 import numpy as np
 
 from detkit.datasets.transforms import ImageLoadError, imread
+from detkit.deploy import optional_import
 from detkit.utils.visualization import draw_detections
 
 IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
@@ -42,8 +44,7 @@ class OnnxDetector:
     """
 
     def __init__(self, path: str, threads: int = 0) -> None:
-        import onnxruntime as ort
-
+        ort = optional_import('onnxruntime')
         if not osp.isfile(path):
             raise FileNotFoundError(f'ONNX model not found: {path}')
         options = ort.SessionOptions()
