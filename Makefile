@@ -1,7 +1,8 @@
 # detkit: two commands for a fresh machine.
 #   make quickstart   the main job on the embedded default
 #   make test         the test suite
-# Both create .venv when missing, install requirements.txt and detkit, and build the extension detkit._C.
+# Both create .venv when missing, install requirements.txt, requirements-deploy.txt and detkit, and build the
+# extension detkit._C.
 
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -12,9 +13,10 @@ EXT_SOURCES := $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/*.cpp csrc/cuda/*.cu)
 
 install: $(STAMP) ext
 
-$(STAMP): requirements.txt setup.py
+# requirements-deploy.txt: the optional ONNX extras (export, onnxruntime), installed too: the tests cover them
+$(STAMP): requirements.txt requirements-deploy.txt setup.py
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt -r requirements-deploy.txt
 	DETKIT_NO_EXT=1 $(PY) -m pip install -q --disable-pip-version-check --no-build-isolation --no-deps -e .
 	touch $@
 
@@ -43,6 +45,7 @@ bench: install
 	$(PY) benchmarks/bench_data.py
 	$(PY) benchmarks/bench_eval.py
 	$(PY) benchmarks/bench_models.py
+	$(PY) benchmarks/bench_inference.py --jit --compile
 
 clean:
 	rm -rf build detkit/_C*.so detkit/.ext-built *.egg-info

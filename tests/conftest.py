@@ -1,10 +1,12 @@
-"""Fixtures shared by every test directory: the four shared COCO photos."""
+"""Fixtures shared by every test directory: the four shared COCO photos, a random detector head made sane."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
 import pytest
+import torch
+from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,3 +36,35 @@ def shared_jpegs() -> list[str]:
     paths = sorted(str(p) for p in shared_images_dir().glob('*.jpg'))
     assert len(paths) >= 4, paths
     return paths
+
+
+def _calibrate_head(model: nn.Module, inputs: torch.Tensor, cls_bias: tuple[float, float]) -> None:
+    """Scale the head's output convs of a random detector to unit output spread on ``inputs`` (a normalised
+    ``Tensor[N, 3, H, W]``), zero box biases, classification biases ~ N(mean, std) = ``cls_bias``.
+
+    A random network's raw outputs make boxes thousands of pixels wide or a pixel thin, whose IoUs (hence NMS and
+    soft-NMS decisions) react to float rounding; scaled, the boxes are anchor-like and comparisons meaningful.
+    """
+    head = model.bbox_head
+    cls_channels = {a * head.cls_out_channels for a in head.num_base_priors}
+    outputs: dict[nn.Module, list[torch.Tensor]] = {}
+    convs = [m for m in head.modules() if isinstance(m, nn.Conv2d)
+             and m.out_channels in cls_channels | {a * 4 for a in head.num_base_priors}]
+    hooks = [c.register_forward_hook(lambda m, i, o: outputs.setdefault(m, []).append(o)) for c in convs]
+    with torch.no_grad():
+        model(inputs)
+        for h in hooks:
+            h.remove()
+        g = torch.Generator().manual_seed(0)
+        for conv, outs in outputs.items():
+            conv.weight /= torch.cat([o.flatten() for o in outs]).std().clamp(min=1e-6)
+            if conv.out_channels in cls_channels:
+                conv.bias.copy_(torch.randn(conv.bias.shape, generator=g) * cls_bias[1] + cls_bias[0])
+            else:
+                conv.bias.zero_()
+
+
+@pytest.fixture
+def calibrate_head():
+    """``calibrate_head(model, inputs, (bias_mean, bias_std))``: see :func:`_calibrate_head`."""
+    return _calibrate_head

@@ -29,6 +29,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help='output folder (images), or a file: an image path for one image, a .mp4 for a video')
     p.add_argument('--score-thr', type=float, default=0.3, help='draw detections scoring at least this')
     p.add_argument('--device', default='cpu', help='cpu or cuda')
+    p.add_argument('--fast', choices=['exact', 'bf16'], default=None,
+                   help='faster CPU inference: exact (batch norms folded, channels-last: the same detections) or '
+                        'bf16 (also bfloat16 autocast: faster, not exact; see detkit/apis/fast.py)')
     return p.parse_args(argv)
 
 
@@ -91,7 +94,7 @@ def run_video(model, path: str, out: str, score_thr: float) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    model = init_detector(args.config, args.checkpoint, device=args.device)
+    model = init_detector(args.config, args.checkpoint, device=args.device, fast=args.fast)
     src = args.input
     if osp.isdir(src):
         paths = sorted(osp.join(src, f) for f in os.listdir(src) if f.lower().endswith(IMAGE_EXTS))

@@ -43,6 +43,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument('--show-score-thr', type=float, default=0.3, help='score threshold for --show-dir')
     p.add_argument('--work-dir', help='also write the metrics as JSON into this directory')
     p.add_argument('--device', default=None, help='cpu or cuda (default: cuda when available)')
+    p.add_argument('--fast', choices=['exact', 'bf16'], default=None,
+                   help='faster CPU inference: exact (batch norms folded, channels-last: the same detections) or '
+                        'bf16 (also bfloat16 autocast: faster, not exact; see detkit/apis/fast.py)')
     p.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
                    help='override config entries, e.g. test_dataloader.batch_size=4')
     args = p.parse_args(argv)
@@ -67,7 +70,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     logging.getLogger('detkit').setLevel(log_level_value(cfg.get('log_level') or 'INFO'))
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
     setup_env(cfg.get('env_cfg'), torch.device(device).type)
-    model = init_detector(cfg, args.checkpoint, device=device)
+    model = init_detector(cfg, args.checkpoint, device=device, fast=args.fast)
 
     loader_cfg = cfg.get('test_dataloader') or cfg.get('val_dataloader')
     if not loader_cfg:

@@ -27,6 +27,8 @@ from detkit.registry import DATASETS, MODELS, TRANSFORMS
 from detkit.utils.checkpoint_io import load_model_weights
 from detkit.utils.config import load_config
 
+from .fast import make_fast
+
 __all__ = ['init_detector', 'inference_detector', 'build_test_pipeline', 'find_dataset_cfg']
 
 ImageInput = Union[str, os.PathLike, np.ndarray]
@@ -84,7 +86,8 @@ def _classes_from_cfg(cfg: Config) -> tuple[str, ...] | None:
 
 
 def init_detector(config: str | os.PathLike | Config, checkpoint: str | os.PathLike | None = None,
-                  device: str | torch.device = 'cpu', cfg_options: dict[str, Any] | None = None) -> nn.Module:
+                  device: str | torch.device = 'cpu', cfg_options: dict[str, Any] | None = None,
+                  fast: str | None = None) -> nn.Module:
     """Build a detector from a config and load a checkpoint, ready for :func:`inference_detector`.
 
     Args:
@@ -92,6 +95,9 @@ def init_detector(config: str | os.PathLike | Config, checkpoint: str | os.PathL
         checkpoint: weights to load (a detkit checkpoint or a bare state dict); ``None`` keeps the initial weights.
         device: ``'cpu'``, ``'cuda'`` or ``'cuda:1'``...
         cfg_options: overrides applied to the config (like ``--cfg-options``).
+        fast: ``None`` (as trained), ``'exact'`` (batch norms folded into the convs, channels-last layout: the same
+            detections, faster) or ``'bf16'`` (that, and the network in bfloat16 autocast: faster still, not exact);
+            see :mod:`detkit.apis.fast`.
 
     Returns:
         The detector in eval mode, with ``model.cfg`` (the config) and ``model.dataset_meta`` (``classes``: from the
@@ -118,6 +124,8 @@ def init_detector(config: str | os.PathLike | Config, checkpoint: str | os.PathL
     model.cfg = cfg
     model.to(device)
     model.eval()
+    if fast is not None:
+        make_fast(model, fast)
     return model
 
 

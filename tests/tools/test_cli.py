@@ -101,6 +101,24 @@ def test_test_tool_evaluates_and_writes_json_pkl_and_images(trained):
     assert sum(len(a) for a in per_image[0]) == len([d for d in dets if d['image_id'] == 0])
 
 
+def test_test_and_demo_with_fast_inference(trained):
+    """--fast exact gives the same detections as without; --fast bf16 runs; an unknown mode is named."""
+    root, cfg, work, _ = trained
+    ckpt = str(work / 'epoch_2.pth')
+    for mode in ('none', 'exact'):
+        run_tool('tools/test.py', cfg, ckpt, '--out', str(root / f'dets_{mode}.pkl'),
+                 *(['--fast', mode] if mode != 'none' else []))
+    eager, exact = (pickle.load(open(root / f'dets_{mode}.pkl', 'rb')) for mode in ('none', 'exact'))
+    for image_a, image_b in zip(eager, exact):
+        for a, b in zip(image_a, image_b):
+            np.testing.assert_allclose(b, a, atol=1e-3)
+    run_tool('tools/demo.py', cfg, ckpt, str(root / 'data' / 'toy_000.png'), '--out', str(root / 'bf16.jpg'),
+             '--fast', 'bf16')
+    assert cv2.imread(str(root / 'bf16.jpg')).shape == (60, 80, 3)
+    proc = run_tool('tools/demo.py', cfg, ckpt, str(root / 'data' / 'toy_000.png'), '--fast', 'fp16', check=False)
+    assert proc.returncode != 0 and "--fast: invalid choice: 'fp16'" in proc.stderr
+
+
 def test_test_tool_refuses_a_misspelled_key_before_loading_anything(trained):
     root, cfg, work, _ = trained
     proc = run_tool('tools/test.py', cfg, str(work / 'epoch_2.pth'), '--cfg-options',

@@ -88,6 +88,8 @@ class SingleStageDetector(nn.Module):
 
     Attributes:
         dataset_meta: ``{'classes': (...)}`` of the dataset the model was trained on, when set (``None`` until).
+        autocast_dtype: when set (``torch.bfloat16``, by :func:`detkit.apis.fast.make_fast`), :meth:`predict` runs
+            the network under ``torch.autocast`` with this dtype and post-processes its outputs in float32.
     """
 
     def __init__(self, backbone: nn.Module | Mapping, bbox_head: nn.Module | Mapping,
@@ -110,6 +112,7 @@ class SingleStageDetector(nn.Module):
         self.test_cfg = TestConfig.from_cfg(test_cfg, self.bbox_head.test_cfg)
         self.dataset_meta: dict | None = None
         self.channels_last = bool(channels_last)
+        self.autocast_dtype: torch.dtype | None = None
         if check_input_size is not False:
             check_feature_maps(self, check_input_size)
         if self.channels_last:
@@ -168,5 +171,11 @@ class SingleStageDetector(nn.Module):
         Returns:
             One dict per image: ``boxes`` ``Tensor[K, 4]``, ``scores`` ``Tensor[K]``, ``labels`` ``Tensor[K]``.
         """
-        cls_scores, bbox_preds = self(images)
+        if self.autocast_dtype is None:
+            cls_scores, bbox_preds = self(images)
+        else:
+            with torch.autocast(images.device.type, dtype=self.autocast_dtype):
+                cls_scores, bbox_preds = self(images)
+            # decoding, thresholds and NMS in float32, as without autocast
+            cls_scores, bbox_preds = [c.float() for c in cls_scores], [b.float() for b in bbox_preds]
         return self.bbox_head.predict(cls_scores, bbox_preds, metas, rescale=rescale, test_cfg=self.test_cfg)
