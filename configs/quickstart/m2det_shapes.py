@@ -7,12 +7,10 @@
 # after 2 epochs was 0.001 whatever the variant (TUMs on the stride-8 map, 1 or 2 TUMs, 64..256 planes, batch-norm
 # momentum 0.01 or 0.1, lr 1e-3 or 2e-3), against 0.29..0.39 for SSD; it took off after epoch 4. The official
 # M2Det always starts from an ImageNet backbone.
-_base_ = ['../_base_/default_runtime.py', '../_base_/datasets/shapes_voc.py']
+_base_ = ['../_base_/quickstart_shapes.py']  # data, 192 px pipeline, optimizer, 12-epoch schedule
 
 classes = ('circle', 'square', 'triangle', 'star')
-input_size = 192
-mean = [123.675, 116.28, 103.53]
-std = [58.395, 57.12, 57.375]
+input_size = 192  # the base's
 
 model = dict(
     type='SingleStageDetector',
@@ -40,43 +38,4 @@ model = dict(
                   max_per_img=100),
     channels_last=True)
 
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='Resize', scale=(input_size, input_size), keep_ratio=False),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='Normalize', mean=mean, std=std, to_rgb=True),
-    dict(type='PackDetInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(input_size, input_size), keep_ratio=False),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='Normalize', mean=mean, std=std, to_rgb=True),
-    dict(type='PackDetInputs'),
-]
-train_dataloader = dict(num_workers=1, dataset=dict(pipeline=train_pipeline))
-val_dataloader = dict(num_workers=1, dataset=dict(pipeline=test_pipeline))
-test_dataloader = val_dataloader
-
-optim_wrapper = dict(
-    # bfloat16 autocast where the CPU runs it natively (AVX512-BF16 or AMX): a step takes half the float32 time.
-    # Elsewhere bfloat16 is emulated and slower, so the run stays in float32 (a warning says so)
-    type='AmpOptimWrapper', dtype='bfloat16', native_bf16_only=True,
-    optimizer=dict(type='AdamW', lr=1e-3, weight_decay=1e-4),
-    clip_grad=dict(max_norm=10.0),
-    paramwise_cfg=dict(norm_decay_mult=0.0, bias_decay_mult=0.0))
-max_epochs = 12
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),
-    dict(type='CosineAnnealingLR', by_epoch=True, begin=0, end=max_epochs, T_max=max_epochs, eta_min_ratio=0.02,
-         convert_to_iter_based=True),
-]
-train_cfg = dict(max_epochs=max_epochs, val_interval=2)
-auto_scale_lr = dict(enable=False, base_batch_size=16)
-default_hooks = dict(
-    logger=dict(interval=10),
-    checkpoint=dict(interval=1, max_keep_ckpts=2, save_best='auto'))
-env_cfg = dict(cudnn_benchmark=False, num_threads=2)
-device = 'cpu'
 work_dir = 'work_dirs/quickstart/m2det_shapes_simple'  # what tools/quickstart.sh uses

@@ -5,12 +5,9 @@
 # P3 (stride 8) serves the small hard-style objects; focal loss learns fast from scratch: val mAP@0.5 0.91 on the
 # simple shapes after 4 of 8 epochs (0.45 on the hard ones after 2). 8 epochs = 1000 iterations: a RetinaNet step
 # costs ~1.4x an SSD step (0.53 against 0.38 GMACs), so it gets fewer iterations than configs/quickstart/ssd_shapes.py.
-_base_ = ['../_base_/default_runtime.py', '../_base_/datasets/shapes_voc.py']
+_base_ = ['../_base_/quickstart_shapes.py']  # data, 192 px pipeline, optimizer, 12-epoch schedule
 
 classes = ('circle', 'square', 'triangle', 'star')
-input_size = 192
-mean = [123.675, 116.28, 103.53]
-std = [58.395, 57.12, 57.375]
 
 model = dict(
     type='SingleStageDetector',
@@ -31,43 +28,12 @@ model = dict(
     test_cfg=dict(nms_pre=400, score_thr=0.05, nms=dict(type='nms', iou_threshold=0.5), max_per_img=100),
     channels_last=True)
 
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='Resize', scale=(input_size, input_size), keep_ratio=False),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='Normalize', mean=mean, std=std, to_rgb=True),
-    dict(type='PackDetInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(input_size, input_size), keep_ratio=False),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='Normalize', mean=mean, std=std, to_rgb=True),
-    dict(type='PackDetInputs'),
-]
-train_dataloader = dict(num_workers=1, dataset=dict(pipeline=train_pipeline))
-val_dataloader = dict(num_workers=1, dataset=dict(pipeline=test_pipeline))
-test_dataloader = val_dataloader
-
-optim_wrapper = dict(
-    # bfloat16 autocast where the CPU runs it natively (AVX512-BF16 or AMX): a step takes half the float32 time.
-    # Elsewhere bfloat16 is emulated and slower, so the run stays in float32 (a warning says so)
-    type='AmpOptimWrapper', dtype='bfloat16', native_bf16_only=True,
-    optimizer=dict(type='AdamW', lr=1e-3, weight_decay=1e-4),
-    clip_grad=dict(max_norm=10.0),
-    paramwise_cfg=dict(norm_decay_mult=0.0, bias_decay_mult=0.0))
-max_epochs = 8
+max_epochs = 8  # see above
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),
     dict(type='CosineAnnealingLR', by_epoch=True, begin=0, end=max_epochs, T_max=max_epochs, eta_min_ratio=0.02,
          convert_to_iter_based=True),
 ]
 train_cfg = dict(max_epochs=max_epochs, val_interval=2)
-auto_scale_lr = dict(enable=False, base_batch_size=16)
-default_hooks = dict(
-    logger=dict(interval=10),
-    checkpoint=dict(interval=1, max_keep_ckpts=2, save_best='auto'))
-env_cfg = dict(cudnn_benchmark=False, num_threads=2)
-device = 'cpu'
+
 work_dir = 'work_dirs/quickstart/retinanet_shapes_simple'  # what tools/quickstart.sh uses

@@ -5,14 +5,12 @@
 #
 # Data: python tools/dataset_converters/make_shapes.py --out data/shapes --num 2000 --format voc --seed 0 --split train
 #       (and --num 200 --split val), VOC layout: data/shapes/{JPEGImages,Annotations,ImageSets/Main/<split>.txt}.
-# The dataset, its loaders and the VOC evaluator come from the shapes base; this file sets the model, a lighter
-# pipeline at 192 px and the schedule.
-_base_ = ['../_base_/default_runtime.py', '../_base_/datasets/shapes_voc.py']
+# The dataset, the 192 px pipeline, the optimizer and the 12-epoch schedule come from the quickstart base; this file
+# sets the model.
+_base_ = ['../_base_/quickstart_shapes.py']
 
 classes = ('circle', 'square', 'triangle', 'star')  # the base's (make_shapes.py's order); a child cannot read it
-input_size = 192
-mean = [123.675, 116.28, 103.53]
-std = [58.395, 57.12, 57.375]  # ImageNet's std (the base normalises with std 1)
+input_size = 192  # the base's
 
 # Levels and anchors: the simple shapes span 14%..44% of the image side (27..85 px at 192); the hard ones reach
 # down to ~11 px once an image of aspect 1.7 is squeezed to 192x192. Four levels: 24x24 (stride 8), 12x12, 6x6 and
@@ -49,48 +47,4 @@ model = dict(
                   max_per_img=100),
     channels_last=True)  # NHWC convolutions: ~12% faster per step on the CPU
 
-# Light augmentation: the shapes already vary in size, colour, rotation, clutter and noise, and the run is short.
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='Resize', scale=(input_size, input_size), keep_ratio=False),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='Normalize', mean=mean, std=std, to_rgb=True),
-    dict(type='PackDetInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(input_size, input_size), keep_ratio=False),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='Normalize', mean=mean, std=std, to_rgb=True),
-    dict(type='PackDetInputs'),
-]
-# one worker decodes and augments while the main process computes; more would steal the 2 cores
-train_dataloader = dict(num_workers=1, dataset=dict(pipeline=train_pipeline))
-val_dataloader = dict(num_workers=1, dataset=dict(pipeline=test_pipeline))
-test_dataloader = val_dataloader
-
-# From scratch in a few hundred iterations: AdamW converges without lr tuning; no weight decay on BN and biases.
-optim_wrapper = dict(
-    # bfloat16 autocast where the CPU runs it natively (AVX512-BF16 or AMX): a step takes half the float32 time.
-    # Elsewhere bfloat16 is emulated and slower, so the run stays in float32 (a warning says so)
-    type='AmpOptimWrapper', dtype='bfloat16', native_bf16_only=True,
-    optimizer=dict(type='AdamW', lr=1e-3, weight_decay=1e-4),
-    clip_grad=dict(max_norm=10.0),
-    paramwise_cfg=dict(norm_decay_mult=0.0, bias_decay_mult=0.0))
-# 12 epochs x 2000 images at batch 16 = 1500 iterations
-max_epochs = 12
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),
-    # cosine over the whole run, followed per iteration rather than in epoch steps
-    dict(type='CosineAnnealingLR', by_epoch=True, begin=0, end=max_epochs, T_max=max_epochs, eta_min_ratio=0.02,
-         convert_to_iter_based=True),
-]
-train_cfg = dict(max_epochs=max_epochs, val_interval=2)  # ~2 s per evaluation; the curve shows mAP rising
-auto_scale_lr = dict(enable=False, base_batch_size=16)
-default_hooks = dict(
-    logger=dict(interval=10),
-    checkpoint=dict(interval=1, max_keep_ckpts=2, save_best='auto'))
-env_cfg = dict(cudnn_benchmark=False, num_threads=2)
-device = 'cpu'
 work_dir = 'work_dirs/quickstart/ssd_shapes_simple'  # what tools/quickstart.sh uses
