@@ -68,15 +68,15 @@ def test_retinanet_with_mobilenetv2_at_the_wrong_strides_fails_at_build():
 
 def test_quickstart_with_mobilenetv2_names_the_backbone_strides_not_the_input_size():
     cfg = load_config(CONFIGS / 'quickstart/ssd_shapes.py', {
-        'model.backbone': dict(_delete_=True, type='MobileNetV2', widen_factor=0.5, out_indices=(2, 4))})
+        'model.backbone': dict(_delete_=True, type='MobileNetV2', widen_factor=0.5, out_indices=(1, 2, 3))})
     with pytest.raises(ValueError) as err:
         MODELS.build(cfg.model)
     msg = str(err.value)
-    assert 'MobileNetV2 (out_indices=(2, 4), output strides (8, 16)' in msg
-    assert 'out_indices=(4, 7) would give the strides (16, 32)' in msg
+    assert 'MobileNetV2 (out_indices=(1, 2, 3), output strides (4, 8, 16)' in msg
+    assert 'out_indices=(2, 4, 7) would give the strides (8, 16, 32)' in msg
     assert 'Resize' not in msg  # the input size is right; the backbone is not
     cfg = load_config(CONFIGS / 'quickstart/ssd_shapes.py', {
-        'model.backbone': dict(_delete_=True, type='MobileNetV2', widen_factor=0.5, out_indices=(4, 7))})
+        'model.backbone': dict(_delete_=True, type='MobileNetV2', widen_factor=0.5, out_indices=(2, 4, 7))})
     one_step(MODELS.build(cfg.model), 192)
 
 
