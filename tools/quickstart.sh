@@ -70,5 +70,6 @@ step "5/5 curves"
 
 end=$(( $(date +%s) - start ))
 echo
-echo "quickstart ($NAME, $STYLE shapes) done in ${end} s: $(grep -E '^voc/mAP' "$WORK/test_output.txt" || echo 'voc/mAP: see test_output.txt')"
+map_line=$(grep -E '^voc/mAP' "$WORK/test_output.txt" || echo 'voc/mAP: see test_output.txt')
+echo "quickstart ($NAME, $STYLE shapes) done in ${end} s: $map_line"
 echo "outputs in $WORK: checkpoints, *.log.json, tf_logs/, val_detections.json, demo/, curves.png"

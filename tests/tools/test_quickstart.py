@@ -47,7 +47,7 @@ def test_quickstart_runs_each_recipe_end_to_end(tmp_path, config, style):
     for name in classes:
         assert f'| {name}' in table
     assert 'voc/mAP' in table and 'coco/bbox_mAP' in table
-    assert f'done in' in out and f'{config}, {style} shapes' in out
+    assert 'done in' in out and f'{config}, {style} shapes' in out
     assert (work / 'val_detections.json').stat().st_size > 0
     assert len(list((work / 'demo' / 'shapes').glob('*.jpg'))) == 4
     if config == 'ssd_shapes' and photos.is_dir():
