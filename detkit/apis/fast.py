@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 __all__ = ['FAST_MODES', 'fold_batch_norms', 'make_fast']
 
@@ -28,16 +29,14 @@ FAST_MODES = ('exact', 'bf16')
 
 
 def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
-    """``bn(conv(x))`` as one conv: ``w' = w * g / sqrt(var + eps)``, ``b' = (b - mean) * g / sqrt(var + eps) + beta``
-    (computed in float64, then rounded once)."""
-    scale = bn.weight.double() / (bn.running_var.double() + bn.eps).sqrt()
-    bias = conv.bias.double() if conv.bias is not None else torch.zeros_like(scale)
+    """``bn(conv(x))`` as one conv (torch's ``fuse_conv_bn_weights``, fed float64 so the result is rounded once)."""
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    weight, new_bias = fuse_conv_bn_weights(conv.weight.double(), bias.double(), bn.running_mean.double(),
+                                            bn.running_var.double(), bn.eps, bn.weight.double(), bn.bias.double())
     with torch.no_grad():
-        weight = conv.weight.double() * scale.view(-1, 1, 1, 1)
         conv.weight.copy_(weight.to(conv.weight.dtype))
-        new_bias = ((bias - bn.running_mean.double()) * scale + bn.bias.double()).to(conv.weight.dtype)
         if conv.bias is None:
-            conv.bias = nn.Parameter(new_bias)
+            conv.bias = nn.Parameter(new_bias.detach().to(conv.weight.dtype))
         else:
             conv.bias.copy_(new_bias)
 
