@@ -180,13 +180,16 @@ def ort_runner(model: torch.nn.Module, batched: bool, folder: str) -> tuple[Call
 
 
 def ort_agreement(dets: list[tuple], graph: torch.nn.Module, imgs: list[np.ndarray]) -> str:
-    """onnxruntime against the same graph run by PyTorch, over ``imgs``."""
+    """onnxruntime against the same graph run by PyTorch on the same input (the whole batch for a batched graph:
+    a batch of one rounds the convolutions differently, enough to flip a near-tie in NMS)."""
     box = score = 0.0
     with torch.no_grad():
-        for ours, img in zip(dets, imgs):
-            ref = [t.numpy() for t in graph(torch.from_numpy(img[None] if graph.batched else img))]
-            if graph.batched:
-                ref = [r[0][:ref[3][0]] for r in ref[:3]]
+        if graph.batched:
+            out = [t.numpy() for t in graph(torch.from_numpy(np.stack(imgs)))]
+            refs = [[r[i][:out[3][i]] for r in out[:3]] for i in range(len(imgs))]
+        else:
+            refs = [[t.numpy() for t in graph(torch.from_numpy(img))] for img in imgs]
+        for ours, ref in zip(dets, refs):
             try:
                 b, s = paired_differences(ours, ref)
             except ValueError as err:

@@ -25,7 +25,10 @@ a same-size resize: ``min_size``/``max_size`` set to the input), backbone, head 
 detkit runs ``predict`` on the normalised batch. Both post-process with score > 0.05, 1000 candidates per level, NMS
 0.5 and 100 per image. The classification biases are drawn from N(-3, 1) in both (the same values), so that, as
 with a trained model, thousands of candidates pass the threshold and the post-processing does real work. The
-"detkit, channels_last" row runs the same detkit model with ``channels_last=True`` (NHWC convolutions).
+"detkit, channels_last" row runs the same detkit model with ``channels_last=True`` (NHWC convolutions), the
+"detkit fast='exact'" row detkit's exact fast path (``init_detector(..., fast='exact')``: batch norms folded into the
+convolutions, NHWC; the same detections), and the last row compares that path with torchvision given channels-last
+weights as well (its convolutions then run NHWC too), the fairest peer.
 
 **M2Det320-VGG16** (``configs/m2det/m2det320_vgg_coco.py``, soft-NMS) alone, images/s of ``predict``, with
 classification biases from N(0, 2) so that some classes score above its 0.1 threshold.
@@ -49,6 +52,7 @@ from torchvision.ops import box_iou
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), '..')))
 
+from detkit.apis.fast import make_fast  # noqa: E402
 from detkit.models.utils.weights import (convert_torchvision_retinanet_resnet50_fpn,  # noqa: E402
                                          convert_torchvision_ssd300_vgg16)
 from detkit.registry import MODELS  # noqa: E402
@@ -241,6 +245,8 @@ def build_retinanets(channels_last: bool = False):
 def run_retinanet(args: argparse.Namespace) -> list[tuple[str, float, float, float, float]]:
     ours, tv = build_retinanets()
     ours_nhwc, _ = build_retinanets(channels_last=True)
+    ours_fast = make_fast(build_retinanets()[0], 'exact')  # batch norms folded + NHWC, detections unchanged
+    tv_nhwc = build_retinanets()[1].to(memory_format=torch.channels_last)  # torchvision given NHWC weights too
     rows = []
     for size in (512, 800):
         g = torch.Generator().manual_seed(size)
@@ -252,12 +258,15 @@ def run_retinanet(args: argparse.Namespace) -> list[tuple[str, float, float, flo
         def ours_infer(model=ours):
             model.predict(images, metas)
 
-        def tv_infer():
+        def tv_infer(model=tv):
             with torch.no_grad():
-                tv(list(images01))
+                model(list(images01))
 
         rows += measure([(f'{size}x{size}: detkit', ours_infer, tv_infer),
-                         (f'{size}x{size}: detkit, channels_last', lambda: ours_infer(ours_nhwc), tv_infer)],
+                         (f'{size}x{size}: detkit, channels_last', lambda: ours_infer(ours_nhwc), tv_infer),
+                         (f"{size}x{size}: detkit fast='exact'", lambda: ours_infer(ours_fast), tv_infer),
+                         (f"{size}x{size}: fast='exact' vs tv NHWC", lambda: ours_infer(ours_fast),
+                          lambda: tv_infer(tv_nhwc))],
                         1, args.retina_iters)
     return rows
 
