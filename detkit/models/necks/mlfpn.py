@@ -130,10 +130,10 @@ class MLFPN(nn.Module):
 
     A TUM whose coarsest scale is 1x1 (M2Det's 3 -> 1 at 320 and 512) normalises that map over the batch alone:
     ``N`` values per channel. With small batches the network comes to rely on those batch statistics and the
-    running ones no longer stand in for them at test: in the quickstart (batch 8, 24x24 base) the val loss in eval
-    mode rose to 1.4x its batch-statistics value and mAP fell from 0.90 to 0.83 between epochs 6 and 8, all of it
-    from the four 1x1 batch norms. Small-batch recipes choose ``num_scales`` so that the coarsest map stays larger
-    (``configs/quickstart/m2det_shapes.py``: 24, 12, 6, 4).
+    running ones no longer stand in for them at test: in the quickstart (batch 8, 24x24 base) mAP fell from 0.90 to
+    0.83 between epochs 6 and 8 and the val loss in eval mode rose to 1.4x its batch-statistics value; putting the
+    four 1x1 batch norms alone back on batch statistics closed that gap. Small-batch recipes choose ``num_scales``
+    so that the coarsest map stays larger (``configs/quickstart/m2det_shapes.py``: 24, 12, 6, 4).
 
     Attributes:
         out_channels: ``(planes * num_levels,) * num_scales``, largest scale first.
