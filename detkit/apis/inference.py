@@ -2,7 +2,8 @@
 
     from detkit.apis import inference_detector, init_detector
 
-    model = init_detector('configs/quickstart/ssd_shapes.py', 'work_dirs/quickstart/ssd_shapes_simple/epoch_12.pth', device='cpu')
+    model = init_detector('configs/quickstart/ssd_shapes.py',
+                          'work_dirs/quickstart/ssd_shapes_simple/epoch_12.pth', device='cpu')
     result = inference_detector(model, 'demo.jpg')          # or a BGR array, or a list of them
     result['boxes']   # Tensor[K, 4] x1, y1, x2, y2 in the original image's pixels
     result['scores']  # Tensor[K]

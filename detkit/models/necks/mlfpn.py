@@ -13,6 +13,7 @@ from ..utils.layers import ConvNormAct
 
 __all__ = ['MLFPN', 'TUM', 'SFAM']
 
+
 def _conv(in_ch: int, out_ch: int, k: int, stride: int = 1, padding: int = 0,
           bn_momentum: float = 0.01) -> ConvNormAct:
     """M2Det's BasicConv: bias-free conv, batch norm (momentum 0.01 in M2Det), ReLU."""
