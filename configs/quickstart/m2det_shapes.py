@@ -58,5 +58,3 @@ param_scheduler = [
          convert_to_iter_based=True),
 ]
 train_cfg = dict(max_epochs=max_epochs, val_interval=3)
-
-work_dir = 'work_dirs/quickstart/m2det_shapes_simple'  # what tools/quickstart.sh uses

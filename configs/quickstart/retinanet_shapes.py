@@ -35,5 +35,3 @@ param_scheduler = [
          convert_to_iter_based=True),
 ]
 train_cfg = dict(max_epochs=max_epochs, val_interval=2)
-
-work_dir = 'work_dirs/quickstart/retinanet_shapes_simple'  # what tools/quickstart.sh uses

@@ -46,5 +46,3 @@ model = dict(
     test_cfg=dict(nms_pre=400, score_thr=0.02, nms=dict(type='nms', iou_threshold=0.45), min_bbox_size=0,
                   max_per_img=100),
     channels_last=True)  # NHWC convolutions: ~12% faster per step on the CPU
-
-work_dir = 'work_dirs/quickstart/ssd_shapes_simple'  # what tools/quickstart.sh uses

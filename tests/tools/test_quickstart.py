@@ -60,3 +60,13 @@ def test_quickstart_rejects_an_unknown_style(tmp_path):
     proc = subprocess.run(['bash', str(SCRIPT)], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "STYLE must be simple or hard, got 'medium'" in proc.stderr
     assert not (tmp_path / 'd').exists()
+
+
+def test_no_shipped_config_sets_a_work_dir():
+    # tools/train.py's default, work_dirs/<config name>, must hold for a config that inherits a shipped one: a
+    # work_dir inherited from a quickstart config sent a user's run into the quickstart's folder
+    from detkit.utils.config import load_config
+    configs = sorted((REPO / 'configs').rglob('*.py'))
+    assert len(configs) > 20
+    with_work_dir = [str(p.relative_to(REPO)) for p in configs if 'work_dir' in load_config(str(p))]
+    assert with_work_dir == []
