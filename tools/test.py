@@ -23,8 +23,10 @@ import torch
 from detkit.apis import init_detector
 from detkit.apis.results import to_coco_detections, to_per_class_arrays
 from detkit.engine import build_dataloader, build_evaluator, evaluate, setup_env
+from detkit.engine.checkpoint import check_checkpoint_classes, checkpoint_meta
 from detkit.engine.config_check import check_config
 from detkit.engine.logger import log_level_value
+from detkit.engine.trainer import check_num_classes
 from detkit.utils.config import DictAction, load_config
 from detkit.utils.visualization import draw_detections
 
@@ -77,6 +79,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit(f'{args.config} has neither test_dataloader nor val_dataloader')
     loader = build_dataloader(loader_cfg, train=False, device_type=torch.device(device).type,
                               name='test_dataloader')
+    # label i is the i-th class name: another list or order than the checkpoint's would score the wrong classes
+    test_classes = (getattr(loader.dataset, 'metainfo', None) or {}).get('classes')
+    try:
+        check_checkpoint_classes(checkpoint_meta(args.checkpoint), test_classes, args.checkpoint, 'test')
+        check_num_classes(model, test_classes, f'test set of {args.config}')
+    except ValueError as err:
+        raise SystemExit(f'error: {err}') from None
     metric_cfgs = eval_metric_cfgs(args.eval, cfg) if args.eval else \
         (cfg.get('test_evaluator') or cfg.get('val_evaluator'))
     evaluator = build_evaluator(metric_cfgs)

@@ -11,14 +11,15 @@ import argparse
 import os.path as osp
 
 from detkit.engine import Trainer, destroy_dist, init_dist
-from detkit.engine.work_dir import WorkDirBusyError, WorkDirLock
+from detkit.engine.work_dir import WorkDirError, WorkDirLock, write_work_dir_file
 from detkit.utils.config import DictAction, load_config
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description='Train a detector')
     p.add_argument('config', help='config file')
-    p.add_argument('--work-dir', help='where logs and checkpoints go (default: work_dirs/<config name>)')
+    p.add_argument('--work-dir', help='where logs and checkpoints go (default: the config\'s work_dir if it sets one, '
+                   'else work_dirs/<config name>)')
     p.add_argument('--resume', nargs='?', const='auto', default=None, metavar='PATH|auto',
                    help='resume from a checkpoint; without a value (or "auto") from the latest in the work dir')
     p.add_argument('--amp', action='store_true', help='mixed precision (float16 on CUDA, bfloat16 on CPU)')
@@ -59,11 +60,14 @@ def main(argv: list[str] | None = None) -> None:
     lock = WorkDirLock(cfg.work_dir) if rank == 0 else None
     try:
         if lock is not None:
+            # before any work: a work dir that cannot be created or written, a link in it, or another run holding
+            # it is one line here, not a traceback
             lock.acquire()
-            # the final config, after --cfg-options and flags; tools/train.py can be re-run on it
-            cfg.dump(osp.join(cfg.work_dir, osp.basename(args.config)))
+            # the final config, after --cfg-options and flags; tools/train.py can be re-run on it (never written
+            # through a symbolic link)
+            write_work_dir_file(osp.join(cfg.work_dir, osp.basename(args.config)), cfg.dump())
         Trainer.from_config(cfg).train()
-    except WorkDirBusyError as err:
+    except WorkDirError as err:  # includes WorkDirBusyError; also another run's checkpoints in the way
         raise SystemExit(f'error: {err}') from None
     finally:
         if lock is not None:

@@ -4,19 +4,29 @@ A detkit checkpoint is a dict of tensors and plain containers only, so it loads 
 ``torch.load(weights_only=True)`` (no pickled classes, no code run on load)::
 
     {'meta': {'epoch', 'iter', 'seed', 'world_size', 'dataset_meta', 'config', 'best_score', 'best_ckpt',
-              'detkit_version', 'time'},
+              'detkit_version', 'time', 'run_id', 'run_start'},
      'state_dict': model weights,
      'optimizer': optimizer state, 'param_schedulers': scheduler state, 'grad_scaler': AMP scaler state or None,
      'rng_states': [per-rank RNG states (python, numpy, torch CPU, CUDA)]}   # see detkit.engine.rng
 
 ``epoch`` and ``iter`` count what was *completed* when the checkpoint was written: resuming from
 ``epoch_3.pth`` starts the fourth epoch.
+
+``run_id`` names the training run that wrote the checkpoint (its start time and a random suffix; a resumed run
+keeps the id of the checkpoint it resumes) and ``run_start`` is that run's start (seconds since the epoch). The
+trainer rotates, replaces and deletes only checkpoints whose ``run_id`` is its own, and :func:`find_latest_checkpoint`
+picks by them, so several runs can share a work dir without one destroying or resuming another's files.
+Checkpoints of older detkit versions have neither key: they belong to no run (never deleted by a trainer).
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
+import secrets
 import tempfile
+import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -25,10 +35,11 @@ from detkit.utils.checkpoint_io import CheckpointError, load_checkpoint, load_mo
 
 __all__ = [
     'CheckpointError', 'save_checkpoint', 'load_checkpoint', 'load_model_weights', 'find_latest_checkpoint',
-    'list_epoch_checkpoints', 'to_checkpoint_safe'
+    'list_epoch_checkpoints', 'to_checkpoint_safe', 'new_run_id', 'checkpoint_meta', 'check_checkpoint_classes'
 ]
 
-_EPOCH_CKPT = re.compile(r'^epoch_(\d+)\.pth$')
+#: ``epoch_<N>.pth``, written by the trainer after epoch N
+EPOCH_CKPT = re.compile(r'^epoch_(\d+)\.pth$')
 _PRIMITIVES = (str, int, float, bool, type(None))
 _DROP = object()  # marks a value to_checkpoint_safe leaves out
 
@@ -85,6 +96,9 @@ def save_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike) -> None
     file, which the trainer removes when it next starts in that work dir). The file gets the mode ``open`` would
     give it (``0666`` minus the umask), not ``mkstemp``'s ``0600``.
 
+    Symbolic links are never written through: the temporary file is created with ``O_EXCL`` (``mkstemp``), and
+    when ``path`` is a link the rename replaces the link itself, never the file it points to.
+
     Raises:
         TypeError: naming the key of a value that ``torch.load(weights_only=True)`` could not read back.
     """
@@ -132,18 +146,79 @@ def _current_umask() -> int:
     return mask
 
 
-def find_latest_checkpoint(work_dir: str | os.PathLike) -> str | None:
-    """The ``epoch_N.pth`` with the largest ``N`` in ``work_dir``, or ``None``."""
+def new_run_id() -> tuple[str, float]:
+    """A new training run's ``(run_id, run_start)``: ``'<YYYYmmdd_HHMMSS>_<8 hex digits>'`` and ``time.time()``."""
+    now = time.time()
+    return f'{time.strftime("%Y%m%d_%H%M%S", time.localtime(now))}_{secrets.token_hex(4)}', now
+
+
+def checkpoint_meta(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The ``meta`` dict of a checkpoint, read cheaply (the tensors are memory-mapped, not read).
+
+    Returns:
+        ``meta`` (``{}`` when the file has none), or ``None`` when the file cannot be read as a checkpoint.
+    """
+    try:
+        meta = load_checkpoint(path, mmap=True).get('meta')
+    except (OSError, CheckpointError):
+        return None
+    return meta if isinstance(meta, dict) else {}
+
+
+def find_latest_checkpoint(work_dir: str | os.PathLike, logger: logging.Logger | None = None) -> str | None:
+    """The ``epoch_N.pth`` in ``work_dir`` to resume from, or ``None``.
+
+    That is the checkpoint of the most recent run (the largest ``meta['run_start']``) with the most completed
+    iterations (``meta['iter']``): not the largest ``N``, which may be another, older run's. Checkpoints without
+    ``run_start`` (older detkit versions) rank below every run that has one, among themselves by ``iter`` and then
+    ``N``. A file that cannot be read as a checkpoint is skipped with a warning naming it.
+    """
     work_dir = os.fspath(work_dir)
     if not os.path.isdir(work_dir):
         return None
-    found = [(int(m.group(1)), name) for name in os.listdir(work_dir) if (m := _EPOCH_CKPT.match(name))]
-    return os.path.join(work_dir, max(found)[1]) if found else None
+    ranked = []
+    for n, path in list_epoch_checkpoints(work_dir):
+        meta = checkpoint_meta(path)
+        if meta is None:
+            (logger or logging.getLogger('detkit')).warning(
+                f'resume=auto: skipped {path}: it cannot be read as a checkpoint')
+            continue
+        start = meta.get('run_start')
+        ranked.append((start is not None, float(start or 0), str(meta.get('run_id', '')), int(meta.get('iter', 0)),
+                       n, path))
+    return max(ranked)[-1] if ranked else None
+
+
+def check_checkpoint_classes(meta: dict[str, Any] | None, classes: Sequence[str] | None,
+                             checkpoint: str | os.PathLike, action: str) -> None:
+    """Refuse to use a checkpoint on a dataset whose class list is not the one it was trained on.
+
+    Label ``i`` means the ``i``-th class name, so another order (or another list) gives wrong labels with no
+    error: a resume would go on training with permuted labels, a test would score the wrong classes.
+
+    Args:
+        meta: the checkpoint's ``meta``; without ``dataset_meta['classes']`` (converted or bare weights) nothing
+            is checked.
+        classes: the dataset's class names (``None``: nothing is checked).
+        checkpoint: the checkpoint's path, for the message.
+        action: what is refused, for the message (``'resume from'``, ``'test'``).
+
+    Raises:
+        ValueError: naming the checkpoint and both class lists.
+    """
+    trained = ((meta or {}).get('dataset_meta') or {}).get('classes')
+    if not trained or not classes or list(trained) == list(classes):
+        return
+    raise ValueError(
+        f'cannot {action} {os.fspath(checkpoint)}: it was trained on the classes {list(trained)}, the dataset has '
+        f'{list(classes)} (label i is the i-th name, so another order or list gives wrong labels). Use the same '
+        'classes in the same order; a new class list is a fine-tune: start a new run from its weights with '
+        f'load_from={os.fspath(checkpoint)!r}')
 
 
 def list_epoch_checkpoints(work_dir: str | os.PathLike) -> list[tuple[int, str]]:
     """``(epoch, path)`` of every ``epoch_N.pth`` in ``work_dir``, oldest first."""
     work_dir = os.fspath(work_dir)
     found = [(int(m.group(1)), os.path.join(work_dir, name)) for name in os.listdir(work_dir)
-             if (m := _EPOCH_CKPT.match(name))]
+             if (m := EPOCH_CKPT.match(name))]
     return sorted(found)

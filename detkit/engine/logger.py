@@ -9,6 +9,9 @@ The JSON-lines file ``<work_dir>/<timestamp>.log.json`` holds one object per lin
 
 (``epoch`` and ``iter`` are 1-based, ``step`` is the global iteration); ``tools/analysis/plot_curves.py``
 reads it. TensorBoard event files go to ``<work_dir>/tf_logs``.
+
+No log is written through a symbolic link: the log files are opened with ``O_NOFOLLOW`` and a ``tf_logs`` that is
+a link is refused (:class:`~detkit.engine.work_dir.WorkDirError` naming it).
 """
 # Kept by hand: MMLogger is outside logging's tree (detkit.datasets warnings miss its file) and is reused across runs.
 from __future__ import annotations
@@ -22,6 +25,8 @@ import time
 from typing import Any
 
 from tqdm import tqdm
+
+from .work_dir import check_not_a_link, open_in_work_dir
 
 __all__ = ['TrainLogger', 'get_logger', 'log_level_value']
 
@@ -37,6 +42,14 @@ class _TqdmHandler(logging.StreamHandler):
             self.flush()
         except Exception:  # logging must never stop training
             self.handleError(record)
+
+
+class _NoFollowFileHandler(logging.FileHandler):
+    """A ``FileHandler`` (append) that refuses to open its file through a symbolic link."""
+
+    def _open(self):  # noqa: ANN202 (logging's signature)
+        fd = open_in_work_dir(self.baseFilename, os.O_WRONLY | os.O_APPEND)
+        return os.fdopen(fd, 'a', encoding=self.encoding, errors=self.errors)
 
 
 def log_level_value(level: str | int) -> int:
@@ -67,7 +80,7 @@ def get_logger(log_file: str | None = None, rank: int = 0, level: str | int = 'I
         logger.removeHandler(h)  # a new run in the same process logs to its own file
         h.close()
     if log_file is not None and rank == 0:
-        fh = logging.FileHandler(log_file, mode='a')
+        fh = _NoFollowFileHandler(log_file, mode='a')
         fh.setFormatter(fmt)
         logger.addHandler(fh)
     logger.setLevel(log_level_value(level) if rank == 0 else logging.ERROR)
@@ -104,7 +117,9 @@ class TrainLogger:
         if enabled and tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415 (slow import)
-                self.writer = SummaryWriter(os.path.join(work_dir, 'tf_logs'))
+                tf_dir = os.path.join(work_dir, 'tf_logs')
+                check_not_a_link(tf_dir)
+                self.writer = SummaryWriter(tf_dir)
             except ImportError as e:
                 self.logger.warning(f'TensorBoard logging is off: {e}')
 
@@ -117,7 +132,7 @@ class TrainLogger:
     def write_json(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        with open(self.json_path, 'a') as f:
+        with os.fdopen(open_in_work_dir(self.json_path, os.O_WRONLY | os.O_APPEND), 'a') as f:
             f.write(json.dumps({k: _json_value(v) for k, v in record.items()}) + '\n')
 
     def log_train(self, *, epoch: int, max_epochs: int, iter_in_epoch: int, iters_per_epoch: int, step: int,

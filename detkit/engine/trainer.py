@@ -16,12 +16,18 @@ or from a config, the one place that reads one::
 
 What one epoch does: shuffle with seed ``seed + epoch`` -> for each batch, set the lr for this iteration, compute
 the losses (under autocast with AMP), stop if any loss is NaN/inf, back-propagate, clip, step -> log every
-``log_interval`` iterations -> dataset bad-item summary -> evaluate every ``val_interval`` epochs -> write
-``epoch_N.pth`` (and ``best_<metric>_epoch_N.pth``).
+``log_interval`` iterations -> dataset bad-item summary -> write ``epoch_N.pth`` every ``checkpoint_interval``
+epochs -> evaluate every ``val_interval`` epochs -> on a new best, ``best_<metric>_epoch_N.pth`` (see
+:meth:`Trainer._save_best_checkpoint`). The checkpoint comes before the evaluation, so a failing metric never loses the epoch.
 
 The work dir belongs to one run at a time: rank 0 holds its lock file from start to end (a second run is
 refused, naming the first; see :mod:`detkit.engine.work_dir`), and on start removes what an interrupted run left
-(temporary checkpoint files, a second ``best_*.pth``).
+(temporary checkpoint files, a surplus ``best_*.pth`` of the run it resumes).
+
+Each run has an identity, ``run_id``, stored in every checkpoint it writes (a resumed run keeps its checkpoint's;
+see :mod:`detkit.engine.checkpoint`). ``max_keep_ckpts`` and the best-keeping delete only this run's files;
+``resume=True`` picks the latest checkpoint of the most recent run (by its stored start time and iteration); and
+a run whose checkpoint names would replace another run's files is refused before it starts, naming them.
 
 Distributed training: start the processes with ``torchrun`` and join the group (:func:`detkit.engine.init_dist`)
 before building the trainer; the model is wrapped in ``DistributedDataParallel``, every rank trains on its shard,
@@ -49,8 +55,9 @@ import detkit
 from detkit.datasets import find_dataset_attr
 from detkit.registry import MODELS
 
-from .checkpoint import (find_latest_checkpoint, list_epoch_checkpoints, load_checkpoint, load_model_weights,
-                         save_checkpoint, to_checkpoint_safe)
+from .checkpoint import (EPOCH_CKPT, check_checkpoint_classes, checkpoint_meta, find_latest_checkpoint,
+                         list_epoch_checkpoints, load_checkpoint, load_model_weights, new_run_id, save_checkpoint,
+                         to_checkpoint_safe)
 from .config_check import check_config
 from .data import EpochSeededDataset, batch_to_device, build_dataloader
 from .dist import (all_gather_object, all_reduce_mean, any_across_ranks, barrier, broadcast_object, get_rank,
@@ -62,9 +69,9 @@ from .optim_wrapper import OptimWrapper, build_optim_wrapper
 from .optimizers import build_optimizer, scale_lr_by_batch_size
 from .rng import get_rng_state, set_random_seed, set_rng_state
 from .schedulers import LRSchedule, LRScheduler, build_schedules
-from .work_dir import BEST_CKPT, WorkDirBusyError, WorkDirLock, tidy_work_dir
+from .work_dir import BEST_CKPT, WorkDirBusyError, WorkDirError, WorkDirLock, tidy_work_dir
 
-__all__ = ['Trainer', 'NonFiniteLossError', 'sum_losses', 'resolve_device', 'resolve_resume']
+__all__ = ['Trainer', 'NonFiniteLossError', 'sum_losses', 'resolve_device', 'resolve_resume', 'check_num_classes']
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -121,9 +128,30 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return torch.device(device)
 
 
+def check_num_classes(model: nn.Module, classes: Sequence[str] | None, where: str) -> None:
+    """Refuse a detector whose class count is not the dataset's.
+
+    The count is ``model.bbox_head.num_classes`` (or ``model.num_classes``): the foreground classes, as every
+    detkit head counts them (SSD's background logit is not counted). Nothing is checked when the model or the
+    dataset does not say.
+
+    Raises:
+        ValueError: naming both numbers and the dataset's classes.
+    """
+    head = getattr(model, 'bbox_head', None)
+    owner, num = ('model.bbox_head', getattr(head, 'num_classes', None)) if head is not None else \
+        ('model', getattr(model, 'num_classes', None))
+    if not isinstance(num, int) or not classes or num == len(classes):
+        return
+    raise ValueError(f'{owner}.num_classes is {num}, but the {where} has {len(classes)} classes {list(classes)}: '
+                     f'set {owner}.num_classes={len(classes)} (the foreground classes; the background is not '
+                     'counted)')
+
+
 def resolve_resume(resume: bool | str | os.PathLike | None, work_dir: str | os.PathLike) -> str | None:
-    """The checkpoint ``resume`` names: ``False``/``None`` none, ``True``/``'auto'`` the latest ``epoch_N.pth`` in
-    ``work_dir`` (``None`` when there is none), else the path itself.
+    """The checkpoint ``resume`` names: ``False``/``None`` none, ``True``/``'auto'`` the latest checkpoint of the
+    most recent run in ``work_dir`` (:func:`~detkit.engine.checkpoint.find_latest_checkpoint`; ``None`` when there
+    is none), else the path itself.
 
     Raises:
         FileNotFoundError: naming a path that does not exist.
@@ -183,13 +211,14 @@ class Trainer:
             ``seed + rank`` for training. The training loader must be built with the same seed.
         device: ``'cpu'``, ``'cuda'`` or ``None`` (CUDA when available).
         load_from: weights to start from (not with ``resume``; mismatched weights are logged).
-        resume: ``False``, ``True``/``'auto'`` (the latest ``epoch_N.pth`` in ``work_dir``) or a checkpoint path.
+        resume: ``False``, ``True``/``'auto'`` (the latest checkpoint of the most recent run in ``work_dir``) or a
+            checkpoint path; its classes must be the dataset's, in the same order.
         find_unused_parameters: passed to ``DistributedDataParallel``.
         log_interval: iterations per training log line.
         tensorboard: also log to TensorBoard (``<work_dir>/tf_logs``).
         log_level: the ``detkit`` logger's level.
         checkpoint_interval: write ``epoch_N.pth`` every this many epochs (and after the last).
-        max_keep_ckpts: keep this many ``epoch_N.pth`` (``-1``: all).
+        max_keep_ckpts: keep this run's latest this many ``epoch_N.pth`` (``-1``: all); other runs' files are kept.
         save_best: the metric deciding ``best_*.pth`` (``'auto'``: ``coco/bbox_mAP`` or ``voc/mAP``...; ``None``
             none).
         best_rule: ``'greater'`` or ``'less'`` is better.
@@ -198,6 +227,14 @@ class Trainer:
     Attributes:
         model: the detector (unwrapped).
         epoch: completed epochs; ``iter``: completed iterations (both restored on resume).
+        run_id: this run's identity (``run_start``: its start time), stored in its checkpoints; a resumed run keeps
+            its checkpoint's.
+
+    Raises (when built):
+        WorkDirError: a checkpoint this run would write already holds another run's file (named), or a file it
+            writes in the work dir is a symbolic link.
+        ValueError: the model's ``num_classes`` is not the training set's class count, or the resumed checkpoint
+            was trained on other classes (or another order).
     """
 
     def __init__(self, *, model: nn.Module, work_dir: str | os.PathLike, train_dataloader: DataLoader,
@@ -243,28 +280,41 @@ class Trainer:
                val_dataloader: DataLoader | None, evaluator: Any, seed: int | None, load_from: Any, resume: Any,
                find_unused_parameters: bool, tensorboard: bool, log_level: str | int) -> None:
         """The rest of ``__init__``, run while holding the work dir's lock."""
+        self.resume_from = resolve_resume(resume, self.work_dir)
+        resume_ckpt = load_checkpoint(self.resume_from) if self.resume_from else None
+        resume_meta = (resume_ckpt or {}).get('meta') or {}
+        # this run's identity: a resumed run goes on as the run that wrote its checkpoint (older checkpoints have
+        # no run_id: the resumed run gets a new one and leaves their files alone)
+        run = (resume_meta['run_id'], float(resume_meta['run_start'])) if 'run_id' in resume_meta and \
+            'run_start' in resume_meta else new_run_id()
+        self.run_id, self.run_start = broadcast_object(run)
+        if resume_ckpt:
+            check_checkpoint_classes(resume_meta, (getattr(train_dataloader.dataset, 'metainfo', None) or {}).get(
+                'classes'), self.resume_from, 'resume from')
+        # nothing is written before this check: a refused run leaves the work dir as it found it
+        foreign = self._foreign_checkpoints(int(resume_meta.get('epoch', 0))) if self.rank == 0 else None
+        foreign = broadcast_object(foreign)
+        if foreign:
+            raise WorkDirError(
+                f'{self.work_dir} holds checkpoints of another run that this run would overwrite: '
+                f'{", ".join(foreign)}. Continue that run with --resume auto (resume=True), give this run another '
+                '--work-dir, or remove those files')
+
         # a second run in the same second must not append to this run's log files
         timestamp = time.strftime('%Y%m%d_%H%M%S')
         if self.rank == 0:
             stem, n = timestamp, 1
-            while os.path.exists(os.path.join(self.work_dir, f'{timestamp}.log')):
+            while any(os.path.lexists(os.path.join(self.work_dir, f'{timestamp}{ext}')) for ext in ('.log',
+                                                                                                      '.log.json')):
                 timestamp, n = f'{stem}_{n}', n + 1
         self.timestamp = broadcast_object(timestamp)
         self.log = TrainLogger(self.work_dir, self.timestamp, enabled=self.rank == 0, tensorboard=tensorboard,
                                level=log_level)
-
-        self.resume_from = resolve_resume(resume, self.work_dir)
         if resume and self.resume_from is None:
             self.log.info(f'resume=auto: no epoch_N.pth in {self.work_dir}, training from scratch')
-        resume_ckpt = load_checkpoint(self.resume_from) if self.resume_from else None
         if self.rank == 0:
             # leftovers of an interrupted run; a resumed run keeps the best checkpoint its checkpoint names
-            tidy_work_dir(self.work_dir, (resume_ckpt or {}).get('meta', {}).get('best_ckpt'), self.log.logger)
-            if not resume_ckpt and list_epoch_checkpoints(self.work_dir):
-                self.log.warning(f'{self.work_dir} holds checkpoints of an earlier run '
-                                 f'({", ".join(os.path.basename(p) for _, p in list_epoch_checkpoints(self.work_dir))})'
-                                 '; this run starts from scratch and overwrites them (resume=auto or --resume '
-                                 'continues instead)')
+            tidy_work_dir(self.work_dir, resume_meta.get('best_ckpt'), self.log.logger, run_id=self.run_id)
         # a resumed run goes on with its checkpoint's seed: it decided the shuffle order and the augmentations
         self.seed = int(resume_ckpt['meta']['seed']) if resume_ckpt else int(seed or 0)
         if resume_ckpt and seed is not None and int(seed) != self.seed:
@@ -281,10 +331,14 @@ class Trainer:
             raise ValueError(f'the training set yields no batches (dataset length {len(self.train_loader.dataset)}, '
                              f'batch_size {self.train_loader.batch_size}, drop_last); check train_dataloader')
 
+        metainfo = getattr(self.train_loader.dataset, 'metainfo', None) or {}
+        check_num_classes(model, metainfo.get('classes'), 'training set')
         self.model: nn.Module = model.to(self.device)
         self.evaluator = as_evaluator(evaluator)
         self.val_loader = val_dataloader if self.evaluator.metrics and self.val_interval > 0 else None
-        metainfo = getattr(self.train_loader.dataset, 'metainfo', None) or {}
+        if self.val_loader is not None:
+            check_num_classes(model, (getattr(self.val_loader.dataset, 'metainfo', None) or {}).get('classes'),
+                              'validation set')
         self.dataset_meta = to_checkpoint_safe(dict(metainfo))
         self.model.dataset_meta = self.dataset_meta  # class names travel with the model into checkpoints
         if load_from and not resume_ckpt:
@@ -550,14 +604,41 @@ class Trainer:
         raise NonFiniteLossError(msg)
 
     # ----------------------------------------------------------------------------------------- epoch end
+    def _saved_epoch(self, epoch: int) -> bool:
+        """Whether ``epoch_<epoch>.pth`` is written (every ``checkpoint_interval`` epochs and after the last)."""
+        return epoch % self.ckpt_interval == 0 or epoch == self.max_epochs
+
+    def _is_own(self, path: str) -> bool:
+        """Whether the checkpoint at ``path`` was written by this run (its ``meta['run_id']``)."""
+        return (checkpoint_meta(path) or {}).get('run_id') == self.run_id
+
+    def _foreign_checkpoints(self, done_epochs: int) -> list[str]:
+        """Names of files in the work dir that this run's checkpoints of epochs ``done_epochs + 1 ..`` would
+        replace and that are not this run's (another run's, an older detkit's, or not a checkpoint)."""
+        epochs = {e for e in range(done_epochs + 1, self.max_epochs + 1) if self._saved_epoch(e)}
+        clashes = []
+        for name in sorted(os.listdir(self.work_dir)) if os.path.isdir(self.work_dir) else []:
+            m = EPOCH_CKPT.match(name) or BEST_CKPT.match(name)
+            if m and int(m.group(1)) in epochs and not self._is_own(os.path.join(self.work_dir, name)):
+                clashes.append(name)
+        return clashes
+
     def _after_epoch(self) -> None:
+        """Summary -> ``epoch_N.pth`` -> evaluation -> best checkpoint (see :meth:`_save_best_checkpoint`)."""
         self._dataset_summary()
-        metrics = None
+        ckpt = None
+        if self._saved_epoch(self.epoch):
+            ckpt = self.checkpoint_dict()
+            self.save_checkpoint(ckpt)  # before the evaluation: a metric that fails does not lose the epoch
         if self.val_loader is not None and self.epoch >= self.val_begin and \
                 (self.epoch % self.val_interval == 0 or self.epoch == self.max_epochs):
+            rng_state = get_rng_state()
             metrics = self.validate()
-        if self.epoch % self.ckpt_interval == 0 or self.epoch == self.max_epochs:
-            self.save_checkpoint(metrics)
+            # the evaluation draws random numbers (the loader's seed): training goes on from the state stored in
+            # epoch_N.pth, so that a run resumed from it repeats this one exactly
+            set_rng_state(rng_state)
+            if ckpt is not None:
+                self._save_best_checkpoint(ckpt, metrics)
         self.log.flush()
 
     def _dataset_summary(self) -> None:
@@ -597,7 +678,8 @@ class Trainer:
                      'total_batch_size': self.total_batch_size, 'dataset_meta': self.dataset_meta,
                      'config': self.config_text, 'best_key': self.best_key, 'best_score': self.best_score,
                      'best_ckpt': self.best_ckpt, 'detkit_version': detkit.__version__,
-                     'time': time.strftime('%Y-%m-%d %H:%M:%S')},
+                     'time': time.strftime('%Y-%m-%d %H:%M:%S'), 'run_id': self.run_id,
+                     'run_start': self.run_start},
             'state_dict': self.model.state_dict(),
             'optimizer': opt_state['optimizer'],
             'grad_scaler': opt_state['grad_scaler'],
@@ -605,43 +687,72 @@ class Trainer:
             'rng_states': rng_states,
         }
 
-    def save_checkpoint(self, metrics: Mapping[str, Any] | None = None) -> str:
-        """Write ``epoch_N.pth`` (and the best checkpoint when ``metrics`` improve on the best so far)."""
+    def save_checkpoint(self, ckpt: dict[str, Any] | None = None) -> str:
+        """Write ``epoch_N.pth`` (``ckpt``, default :meth:`checkpoint_dict`) and apply ``max_keep_ckpts`` to this
+        run's epoch checkpoints; every rank must call it. Returns the path.
+
+        Raises:
+            NonFiniteLossError: when a weight is NaN/inf (nothing is written).
+        """
         self._check_finite_weights()
-        new_best = False
-        if metrics and self.save_best:
-            key = select_main_metric(metrics, self.save_best)
-            score = float(metrics[key])
-            better = self.best_score is None or (score > self.best_score if self.best_rule == 'greater'
-                                                 else score < self.best_score)
-            if better and math.isfinite(score):
-                self.best_key, self.best_score = key, score
-                self.best_ckpt = os.path.join(self.work_dir,
-                                              f'best_{key.replace("/", "_")}_epoch_{self.epoch}.pth')
-                new_best = True
-        ckpt = self.checkpoint_dict()
+        ckpt = self.checkpoint_dict() if ckpt is None else ckpt
         path = os.path.join(self.work_dir, f'epoch_{self.epoch}.pth')
         if self.rank == 0:
-            # the best first: epoch_N.pth names it, so a kill between the two writes must not leave an epoch_N.pth
-            # that names a best checkpoint which was never written (a resume from epoch_N-1 redoes both)
-            if new_best:
-                save_checkpoint(ckpt, self.best_ckpt)
             save_checkpoint(ckpt, path)
-            if new_best:
-                for name in os.listdir(self.work_dir):  # exactly one best, also after an interrupted run
-                    if BEST_CKPT.match(name) and os.path.join(self.work_dir, name) != self.best_ckpt:
-                        os.remove(os.path.join(self.work_dir, name))
-                self.log.info(f'best {self.best_key} {self.best_score:.4f} at epoch {self.epoch}: {self.best_ckpt}')
             self._remove_old_checkpoints()
             self.log.info(f'saved {path}')
         self.last_ckpt = path
         barrier()
         return path
 
+    def _save_best_checkpoint(self, ckpt: dict[str, Any], metrics: Mapping[str, Any] | None) -> bool:
+        """After the evaluation of a saved epoch: when ``metrics`` improve on the best so far, write
+        ``best_<metric>_epoch_N.pth`` and rewrite ``epoch_N.pth`` to name it; returns whether it was a new best.
+
+        ``ckpt`` is the epoch's checkpoint as :meth:`save_checkpoint` wrote it; both files get it with the new
+        ``best_*`` meta. The order keeps one guarantee through a kill at any point: **every ``epoch_N.pth`` names
+        a best checkpoint that was written** (and not yet replaced by a later one). The best file comes first;
+        ``epoch_N.pth`` is rewritten to name it only then; the previous best of this run is deleted last. A kill
+        between the first two writes leaves ``epoch_N.pth`` naming the previous best (still there), and the new best
+        file is removed when the run resumes (:func:`~detkit.engine.work_dir.tidy_work_dir`); a kill before the
+        deletion leaves two bests, and the resume removes the one not named.
+        """
+        if not metrics or not self.save_best:
+            return False
+        key = select_main_metric(metrics, self.save_best)
+        score = float(metrics[key])
+        better = self.best_score is None or (score > self.best_score if self.best_rule == 'greater'
+                                             else score < self.best_score)
+        if not (better and math.isfinite(score)):
+            return False
+        previous = self.best_ckpt
+        self.best_key, self.best_score = key, score
+        self.best_ckpt = os.path.join(self.work_dir, f'best_{key.replace("/", "_")}_epoch_{self.epoch}.pth')
+        ckpt = dict(ckpt, meta=dict(ckpt['meta'], best_key=self.best_key, best_score=self.best_score,
+                                    best_ckpt=self.best_ckpt))
+        if self.rank == 0:
+            save_checkpoint(ckpt, self.best_ckpt)
+            path = os.path.join(self.work_dir, f'epoch_{self.epoch}.pth')
+            if os.path.isfile(path):  # not removed by max_keep_ckpts meanwhile
+                save_checkpoint(ckpt, path)
+            for name in os.listdir(self.work_dir):  # exactly one best of this run
+                old = os.path.join(self.work_dir, name)
+                if BEST_CKPT.match(name) and old != self.best_ckpt and (old == previous or self._is_own(old)):
+                    os.remove(old)
+            self.log.info(f'best {self.best_key} {self.best_score:.4f} at epoch {self.epoch}: {self.best_ckpt}')
+        barrier()
+        return True
+
     def _remove_old_checkpoints(self) -> None:
+        """Keep this run's ``max_keep_ckpts`` latest ``epoch_N.pth`` (by iteration); other runs' are not touched."""
         if self.max_keep_ckpts is None or self.max_keep_ckpts <= 0:
             return
-        for _, old in list_epoch_checkpoints(self.work_dir)[:-self.max_keep_ckpts]:
+        own = []
+        for _, path in list_epoch_checkpoints(self.work_dir):
+            meta = checkpoint_meta(path) or {}
+            if meta.get('run_id') == self.run_id:
+                own.append((int(meta.get('iter', 0)), path))
+        for _, old in sorted(own)[:-self.max_keep_ckpts]:
             os.remove(old)
 
 

@@ -9,11 +9,18 @@ is re-entrant (``tools/train.py`` holds it while it writes the config, then the 
 child (a data-loader worker) closes the descriptor it inherits, so it never holds the work dir past its parent.
 
 **Leftovers.** :func:`tidy_work_dir` removes the temporary files of checkpoint writes that a ``kill -9``
-interrupted (``.epoch_3.pth.<random>.tmp``) and keeps exactly one ``best_*.pth``. It runs under the lock, so no
-other run can be writing those files.
+interrupted (``.epoch_3.pth.<random>.tmp``) and, when a run resumes, its own surplus ``best_*.pth``; it never
+removes a checkpoint of another run (see :mod:`detkit.engine.checkpoint`, ``run_id``). It runs under the lock, so
+no other run can be writing those files.
+
+**Symbolic links.** The files detkit creates in a work dir (the lock file, the config dump, the logs,
+``tf_logs``) are opened with ``O_NOFOLLOW`` (:func:`open_in_work_dir`): a link there is refused with a
+:class:`WorkDirError` naming it, so the file it points to is never truncated or overwritten. Checkpoints are
+renamed into place, which replaces a link itself (:func:`~detkit.engine.checkpoint.save_checkpoint`).
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
@@ -22,7 +29,10 @@ import socket
 import sys
 import time
 
-__all__ = ['LOCK_FILE', 'WorkDirBusyError', 'WorkDirLock', 'tidy_work_dir', 'BEST_CKPT']
+from .checkpoint import checkpoint_meta
+
+__all__ = ['LOCK_FILE', 'WorkDirError', 'WorkDirBusyError', 'WorkDirLock', 'tidy_work_dir', 'BEST_CKPT',
+           'open_in_work_dir', 'write_work_dir_file', 'check_not_a_link']
 
 LOCK_FILE = '.detkit.lock'
 #: ``best_<metric>_epoch_<N>.pth``, written by the trainer next to ``epoch_<N>.pth``
@@ -51,8 +61,46 @@ def _forget_inherited_locks() -> None:
 os.register_at_fork(after_in_child=_forget_inherited_locks)
 
 
-class WorkDirBusyError(RuntimeError):
+class WorkDirError(RuntimeError):
+    """A work dir that cannot be used: not creatable or writable, or a file detkit writes there is a link."""
+
+
+class WorkDirBusyError(WorkDirError):
     """Another process is training in this work dir."""
+
+
+def check_not_a_link(path: str | os.PathLike) -> None:
+    """Refuse a path in a work dir that is a symbolic link (detkit would write through it).
+
+    Raises:
+        WorkDirError: naming the link and its target.
+    """
+    path = os.fspath(path)
+    if os.path.islink(path):
+        raise WorkDirError(
+            f'{path} is a symbolic link (to {os.readlink(path)}); detkit does not write through links in a work dir, '
+            'so that the file it points to is never overwritten. Remove the link, or use another --work-dir')
+
+
+def open_in_work_dir(path: str | os.PathLike, flags: int, mode: int = 0o666) -> int:
+    """``os.open(path, flags | O_CREAT | O_NOFOLLOW | O_CLOEXEC, mode)``: a file descriptor, never through a link.
+
+    Raises:
+        WorkDirError: naming ``path`` when it is a symbolic link, or when it cannot be created or opened.
+    """
+    path = os.fspath(path)
+    try:
+        return os.open(path, flags | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    except OSError as e:
+        if e.errno == errno.ELOOP or os.path.islink(path):
+            check_not_a_link(path)
+        raise WorkDirError(f'cannot write {path}: {e.strerror}') from None
+
+
+def write_work_dir_file(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` (created or truncated), refusing a symbolic link (:func:`open_in_work_dir`)."""
+    with os.fdopen(open_in_work_dir(path, os.O_WRONLY | os.O_TRUNC), 'w') as f:
+        f.write(text)
 
 
 class WorkDirLock:
@@ -73,16 +121,24 @@ class WorkDirLock:
 
         Raises:
             WorkDirBusyError: naming the work dir and the process that holds it.
+            WorkDirError: naming the work dir when it cannot be created or written, or the lock file when it is a
+                symbolic link.
         """
         if self.held:
             return self
-        os.makedirs(self.work_dir, exist_ok=True)
+        try:
+            os.makedirs(self.work_dir, exist_ok=True)
+        except OSError as e:
+            raise WorkDirError(f'cannot create the work dir {self.work_dir}: {e.strerror} ({e.filename})') from None
+        if not os.access(self.work_dir, os.W_OK | os.X_OK):
+            raise WorkDirError(f'cannot write to the work dir {self.work_dir}: permission denied')
+        check_not_a_link(self.path)
         key = os.path.realpath(self.path)
         if key in _HELD:
             _HELD[key][1] += 1
         else:
             # O_RDWR without O_TRUNC: opening must not erase the holder's details before we know we hold the lock
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            fd = open_in_work_dir(self.path, os.O_RDWR)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -133,14 +189,16 @@ def _read_holder(fd: int) -> str:
 
 
 def tidy_work_dir(work_dir: str | os.PathLike, keep_best: str | None = None,
-                  logger: logging.Logger | None = None) -> list[str]:
+                  logger: logging.Logger | None = None, *, run_id: str | None = None) -> list[str]:
     """Remove what interrupted checkpoint writes left in ``work_dir``; returns the removed paths.
 
     * every temporary checkpoint file (``.epoch_N.pth.*.tmp``, ``.best_*.pth.*.tmp``): a process killed while
       writing leaves it for good, and it is never a valid checkpoint;
-    * every ``best_*.pth`` but one: ``keep_best`` when it exists (a resumed run passes the best checkpoint its
-      checkpoint names, so the valid best is never deleted), else the one of the highest epoch (the last written).
+    * when a run resumes (``run_id``, and ``keep_best``: the best checkpoint its checkpoint names, which exists):
+      every other ``best_*.pth`` whose ``meta['run_id']`` is ``run_id`` (a kill between writing a new best and
+      the epoch checkpoint that names it leaves one).
 
+    Checkpoints of other runs (another ``run_id``, none, or unreadable) are never removed.
     Call it only while holding the work dir's lock: another run could be writing these files.
     """
     work_dir = os.fspath(work_dir)
@@ -148,11 +206,13 @@ def tidy_work_dir(work_dir: str | os.PathLike, keep_best: str | None = None,
         return []
     names = os.listdir(work_dir)
     removed = [os.path.join(work_dir, n) for n in names if _TMP_CKPT.match(n)]
-    best = sorted((int(m.group(1)), n) for n in names if (m := BEST_CKPT.match(n)))
-    if best:
-        keep = os.path.basename(keep_best) if keep_best and os.path.isfile(keep_best) and \
-            os.path.dirname(os.path.abspath(keep_best)) == os.path.abspath(work_dir) else best[-1][1]
-        removed += [os.path.join(work_dir, n) for _, n in best if n != keep]
+    if run_id and keep_best and os.path.isfile(keep_best):
+        keep = os.path.abspath(keep_best)
+        for n in names:
+            path = os.path.join(work_dir, n)
+            if BEST_CKPT.match(n) and os.path.abspath(path) != keep and \
+                    (checkpoint_meta(path) or {}).get('run_id') == run_id:
+                removed.append(path)
     for path in removed:
         try:
             os.remove(path)

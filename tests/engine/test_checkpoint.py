@@ -70,11 +70,27 @@ def test_pickled_objects_are_not_loaded(tmp_path):
         load_checkpoint(path)
 
 
-def test_find_latest_checkpoint_orders_by_epoch_number(tmp_path):
+def test_find_latest_checkpoint_picks_the_latest_of_the_most_recent_run(tmp_path):
     assert find_latest_checkpoint(tmp_path) is None
-    for name in ('epoch_2.pth', 'epoch_10.pth', 'epoch_9.pth', 'best_voc_mAP_epoch_11.pth', 'epoch_x.pth'):
-        (tmp_path / name).write_bytes(b'')
-    assert find_latest_checkpoint(tmp_path) == str(tmp_path / 'epoch_10.pth')
+
+    def ckpt(name, **meta):
+        save_checkpoint({'meta': meta}, tmp_path / name)
+
+    # files of older detkit versions (no run): by iteration, not by the number in the name
+    ckpt('epoch_10.pth', iter=30)
+    ckpt('epoch_9.pth', iter=40)
+    (tmp_path / 'epoch_12.pth').write_bytes(b'')  # not a checkpoint: skipped
+    for name in ('best_voc_mAP_epoch_11.pth', 'epoch_x.pth'):
+        ckpt(name, iter=99)
+    assert find_latest_checkpoint(tmp_path) == str(tmp_path / 'epoch_9.pth')
+    # an older run A (4 epochs) and a newer run B (2 so far): B's latest, though A's numbers are higher
+    ckpt('epoch_3.pth', run_id='a', run_start=1000.0, iter=30)
+    ckpt('epoch_4.pth', run_id='a', run_start=1000.0, iter=40)
+    ckpt('epoch_1.pth', run_id='b', run_start=2000.0, iter=10)
+    ckpt('epoch_2.pth', run_id='b', run_start=2000.0, iter=20)
+    assert find_latest_checkpoint(tmp_path) == str(tmp_path / 'epoch_2.pth')
+    os.remove(tmp_path / 'epoch_2.pth')
+    assert find_latest_checkpoint(tmp_path) == str(tmp_path / 'epoch_1.pth')
 
 
 def test_load_model_weights_strips_ddp_prefix_and_returns_meta(tmp_path):

@@ -61,22 +61,25 @@ def test_forked_children_do_not_keep_the_lock(tmp_path):
         os.close(ready_w)
 
 
-def test_tidy_removes_temporaries_and_keeps_exactly_one_best(tmp_path):
-    names = ['epoch_1.pth', 'epoch_2.pth', '.epoch_3.pth.k2j4_x.tmp', '.best_toy_mAP_epoch_3.pth.abc.tmp',
-             'best_toy_mAP_epoch_1.pth', 'best_toy_mAP_epoch_2.pth', 'notes.tmp', '.other.tmp', '20240101.log']
-    for n in names:
+def test_tidy_removes_temporaries_and_only_the_resumed_runs_surplus_best(tmp_path):
+    for n in ['.epoch_3.pth.k2j4_x.tmp', '.best_toy_mAP_epoch_3.pth.abc.tmp', 'notes.tmp', '.other.tmp',
+              '20240101.log', 'best_toy_mAP_epoch_9.pth']:  # the last one is not even a checkpoint
         (tmp_path / n).write_bytes(b'x')
-    # the best the resumed checkpoint names is kept, even when a later one exists
-    removed = tidy_work_dir(tmp_path, keep_best=str(tmp_path / 'best_toy_mAP_epoch_1.pth'))
+    for n, run in [('epoch_1.pth', 'r'), ('epoch_2.pth', 'r'), ('best_toy_mAP_epoch_1.pth', 'r'),
+                   ('best_toy_mAP_epoch_2.pth', 'r'), ('best_toy_mAP_epoch_4.pth', 'other'),
+                   ('best_toy_mAP_epoch_5.pth', None)]:
+        save_checkpoint({'meta': {'run_id': run} if run else {}}, tmp_path / n)
+    # a fresh run (no run of its own here yet): the temporaries only, never another run's best
+    removed = tidy_work_dir(tmp_path, run_id='new')
     assert sorted(os.path.basename(p) for p in removed) == ['.best_toy_mAP_epoch_3.pth.abc.tmp',
-                                                           '.epoch_3.pth.k2j4_x.tmp', 'best_toy_mAP_epoch_2.pth']
+                                                           '.epoch_3.pth.k2j4_x.tmp']
+    # run r resumes: its best that its checkpoint names stays, its other best goes, the other runs' stay
+    removed = tidy_work_dir(tmp_path, keep_best=str(tmp_path / 'best_toy_mAP_epoch_1.pth'), run_id='r')
+    assert [os.path.basename(p) for p in removed] == ['best_toy_mAP_epoch_2.pth']
     assert sorted(os.listdir(tmp_path)) == sorted(['epoch_1.pth', 'epoch_2.pth', 'best_toy_mAP_epoch_1.pth',
-                                                   'notes.tmp', '.other.tmp', '20240101.log'])
-    # without one (a fresh start), the newest best stays
-    for n in ('best_toy_mAP_epoch_2.pth', 'best_toy_mAP_epoch_10.pth'):
-        (tmp_path / n).write_bytes(b'x')
-    tidy_work_dir(tmp_path)
-    assert sorted(n for n in os.listdir(tmp_path) if n.startswith('best_')) == ['best_toy_mAP_epoch_10.pth']
+                                                   'best_toy_mAP_epoch_4.pth', 'best_toy_mAP_epoch_5.pth',
+                                                   'best_toy_mAP_epoch_9.pth', 'notes.tmp', '.other.tmp',
+                                                   '20240101.log'])
 
 
 def test_resume_removes_leftovers_and_keeps_the_valid_best(tmp_path):
@@ -85,14 +88,16 @@ def test_resume_removes_leftovers_and_keeps_the_valid_best(tmp_path):
     assert len(best) == 1
     meta = load_checkpoint(tmp_path / 'epoch_2.pth')['meta']
     assert meta['best_ckpt'] == best[0]
-    # what a kill -9 while writing epoch 3 (after a new best) leaves
+    # what a kill -9 while writing epoch 3 leaves, and one between writing a new best of epoch 3 and rewriting
+    # epoch_3.pth to name it (here epoch_3.pth is not even written)
     (tmp_path / '.epoch_3.pth.q1w2e3.tmp').write_bytes(b'PK\x03\x04 half a zip')
-    save_checkpoint({'meta': {}}, tmp_path / 'best_toy_mAP_epoch_3.pth')
+    save_checkpoint({'meta': {'run_id': meta['run_id']}}, tmp_path / 'best_toy_mAP_epoch_3.pth')
+    save_checkpoint({'meta': {'run_id': 'another run'}}, tmp_path / 'best_toy_mAP_epoch_7.pth')
     resumed = Trainer.from_config(toy.toy_config(str(tmp_path), resume='auto',
                                                  train_cfg=dict(max_epochs=2, val_interval=1)))
     resumed.close()
     assert not glob.glob(str(tmp_path / '*.tmp')) and not glob.glob(str(tmp_path / '.*.tmp'))
-    assert glob.glob(str(tmp_path / 'best_*.pth')) == best
+    assert sorted(glob.glob(str(tmp_path / 'best_*.pth'))) == sorted(best + [str(tmp_path / 'best_toy_mAP_epoch_7.pth')])
     assert load_checkpoint(best[0])['meta']['best_ckpt'] == best[0]  # the real one, not the stale file
 
 
