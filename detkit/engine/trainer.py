@@ -18,7 +18,8 @@ What one epoch does: shuffle with seed ``seed + epoch`` -> for each batch, set t
 the losses (under autocast with AMP), stop if any loss is NaN/inf, back-propagate, clip, step -> log every
 ``log_interval`` iterations -> dataset bad-item summary -> write ``epoch_N.pth`` every ``checkpoint_interval``
 epochs -> evaluate every ``val_interval`` epochs -> on a new best, ``best_<metric>_epoch_N.pth`` (see
-:meth:`Trainer._save_best_checkpoint`). The checkpoint comes before the evaluation, so a failing metric never loses the epoch.
+:meth:`Trainer._save_best_checkpoint`). The checkpoint comes before the evaluation, so a failing metric never
+loses the epoch.
 
 The work dir belongs to one run at a time: rank 0 holds its lock file from start to end (a second run is
 refused, naming the first; see :mod:`detkit.engine.work_dir`), and on start removes what an interrupted run left
@@ -230,7 +231,7 @@ class Trainer:
         run_id: this run's identity (``run_start``: its start time), stored in its checkpoints; a resumed run keeps
             its checkpoint's.
 
-    Raises (when built):
+    Raises:
         WorkDirError: a checkpoint this run would write already holds another run's file (named), or a file it
             writes in the work dir is a symbolic link.
         ValueError: the model's ``num_classes`` is not the training set's class count, or the resumed checkpoint

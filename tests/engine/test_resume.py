@@ -126,8 +126,8 @@ def test_resume_with_another_total_batch_size_is_refused_naming_both(tmp_path):
 
 
 # A training process that kills itself with SIGKILL (no exception handler, no finally block, no atexit runs):
-# mid_epoch at the second iteration of epoch 3, checkpoint_write half-way through writing epoch_4.pth (after the
-# evaluation of epoch 4 and its best checkpoint, if it was a new best).
+# mid_epoch at the second iteration of epoch 3, checkpoint_write half-way through writing epoch_4.pth (before the
+# evaluation of epoch 4: the checkpoint is written first).
 KILLED_RUN = """
 import os, signal, sys
 import torch

@@ -56,13 +56,14 @@ def _run_id(path):
 
 
 def test_a_new_run_that_would_replace_another_runs_checkpoints_is_refused_and_deletes_nothing(tmp_path):
-    Trainer.from_config(_cfg(tmp_path, 4, max_keep=2)).train()
+    one_eval = dict(max_epochs=4, val_interval=4)
+    Trainer.from_config(_cfg(tmp_path, 4, max_keep=2, train_cfg=one_eval)).train()
     before = _files(tmp_path)
-    assert {'epoch_3.pth', 'epoch_4.pth'} <= set(before) and 'epoch_1.pth' not in before
+    assert {'epoch_3.pth', 'epoch_4.pth', 'best_toy_mAP_epoch_4.pth'} <= set(before) and 'epoch_1.pth' not in before
     with pytest.raises(WorkDirError) as err:
-        Trainer.from_config(_cfg(tmp_path, 4, max_keep=2))
+        Trainer.from_config(_cfg(tmp_path, 4, max_keep=2, train_cfg=one_eval))
     msg = str(err.value)
-    assert str(tmp_path) in msg and 'epoch_3.pth' in msg and 'epoch_4.pth' in msg
+    assert str(tmp_path) in msg and 'best_toy_mAP_epoch_4.pth, epoch_3.pth, epoch_4.pth.' in msg
     assert '--resume auto' in msg and '--work-dir' in msg
     assert _files(tmp_path) == before  # nothing deleted, replaced, or even a log written
 

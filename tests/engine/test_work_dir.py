@@ -97,7 +97,8 @@ def test_resume_removes_leftovers_and_keeps_the_valid_best(tmp_path):
                                                  train_cfg=dict(max_epochs=2, val_interval=1)))
     resumed.close()
     assert not glob.glob(str(tmp_path / '*.tmp')) and not glob.glob(str(tmp_path / '.*.tmp'))
-    assert sorted(glob.glob(str(tmp_path / 'best_*.pth'))) == sorted(best + [str(tmp_path / 'best_toy_mAP_epoch_7.pth')])
+    assert sorted(glob.glob(str(tmp_path / 'best_*.pth'))) == sorted(
+        best + [str(tmp_path / 'best_toy_mAP_epoch_7.pth')])  # another run's best stays
     assert load_checkpoint(best[0])['meta']['best_ckpt'] == best[0]  # the real one, not the stale file
 
 
