@@ -167,23 +167,24 @@ def resolve_resume(resume: bool | str | os.PathLike | None, work_dir: str | os.P
 
 
 def _acquire_work_dir(work_dir: str, rank: int) -> WorkDirLock | None:
-    """Rank 0 takes the work dir's lock (re-entrant in a process); every rank raises when it is busy.
+    """Rank 0 takes the work dir's lock (re-entrant in a process); every rank raises when it cannot.
 
     Raises:
         WorkDirBusyError: naming the work dir and the process that holds it.
+        WorkDirError: naming the work dir when it cannot be created or written, or the lock file when it is a link.
     """
     lock = WorkDirLock(work_dir) if rank == 0 else None
-    busy = None
+    failed = None
     if lock is not None:
         try:
             lock.acquire()
-        except WorkDirBusyError as err:
-            busy = str(err)
-    busy = broadcast_object(busy)  # every rank stops, none waits at a barrier for rank 0
-    if busy:
+        except WorkDirError as err:
+            failed = (isinstance(err, WorkDirBusyError), str(err))
+    failed = broadcast_object(failed)  # every rank stops, none waits at a barrier for rank 0
+    if failed:
         if lock is not None:
             lock.release()
-        raise WorkDirBusyError(busy)
+        raise (WorkDirBusyError if failed[0] else WorkDirError)(failed[1])
     return lock
 
 

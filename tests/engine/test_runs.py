@@ -192,6 +192,8 @@ def test_files_in_the_work_dir_are_not_written_through_symbolic_links(tmp_path):
     with pytest.raises(SystemExit) as err:
         train_tool.main([cfg, '--work-dir', str(work)])
     assert str(work / '.detkit.lock') in str(err.value) and 'symbolic link' in str(err.value)
+    with pytest.raises(WorkDirError, match=r'\.detkit\.lock is a symbolic link'):  # the trainer alone too
+        Trainer.from_config(toy.toy_config(str(work)))
     os.remove(work / '.detkit.lock')
     os.symlink(victim, work / 'toy_cfg.py')  # where train.py dumps the config
     with pytest.raises(SystemExit) as err:
