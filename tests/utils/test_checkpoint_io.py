@@ -122,7 +122,8 @@ def test_resume_from_a_checkpoint_of_another_model_names_it_and_both_configs(tmp
         Trainer.from_config(cfg)
     msg = str(err.value)
     assert '\n' not in msg and str(ckpt) in msg and 'ToyDetector' in msg
-    assert str(tmp_path / 'a') in msg and str(tmp_path / 'b') in msg  # trained in a, the config given trains in b
+    assert f'Trained with: work_dir {tmp_path / "a"}, model ToyDetector.' in msg
+    assert f'Config given: work_dir {tmp_path / "b"}, model ToyDetector;' in msg
     assert 'shape differs' in msg
 
 
