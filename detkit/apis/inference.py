@@ -115,7 +115,7 @@ def init_detector(config: str | os.PathLike | Config, checkpoint: str | os.PathL
     model = MODELS.build(cfg.model)
     dataset_meta: dict[str, Any] = {}
     if checkpoint is not None:
-        meta = load_model_weights(model, checkpoint, strict=True)
+        meta = load_model_weights(model, checkpoint, strict=True, config=cfg)
         dataset_meta = dict(meta.get('dataset_meta') or {})
     if not dataset_meta.get('classes'):
         classes = _classes_from_cfg(cfg)

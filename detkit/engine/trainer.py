@@ -463,7 +463,7 @@ class Trainer:
             raise KeyError(f'{self.resume_from} cannot resume training: it has no {missing} '
                            '(use load_from to start from its weights instead)')
         self._check_resume_schedule(meta)
-        self.model.load_state_dict(ckpt['state_dict'])
+        load_model_weights(self.model, ckpt, strict=True, config=self.config_text, name=self.resume_from)
         self.optim_wrapper.load_state_dict({'optimizer': ckpt['optimizer'], 'grad_scaler': ckpt.get('grad_scaler')})
         self.lr_scheduler.load_state_dict(ckpt['param_schedulers'])
         self.epoch, self.iter = int(meta['epoch']), int(meta['iter'])

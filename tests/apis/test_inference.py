@@ -162,3 +162,53 @@ def test_inference_does_not_import_the_training_engine():
                          env=dict(os.environ, PYTHONPATH=root))
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == '[]'
+
+
+# ------------------------------------------------------------------ issue 17 item 16: another architecture
+_TINY_RETINANET = dict(
+    type='SingleStageDetector',
+    backbone=dict(type='ResNet', depth=18, out_indices=(1, 2, 3), base_channels=8),
+    neck=dict(type='FPN', out_channels=16, start_level=0, num_outs=3),
+    bbox_head=dict(type='RetinaHead', num_classes=4, stacked_convs=1, feat_channels=16,
+                   anchor_generator=dict(type='AnchorGenerator', octave_base_scale=4, scales_per_octave=1,
+                                         ratios=[1.0], strides=[8, 16, 32])),
+    test_cfg=dict(nms_pre=100, score_thr=0.05, nms=dict(type='nms', iou_threshold=0.5), max_per_img=10))
+
+
+def test_a_checkpoint_of_another_architecture_is_one_error_naming_it_and_both_configs(tmp_path):
+    """tools/test.py, demo.py and export_onnx.py load weights through init_detector (--resume: see
+    tests/utils/test_checkpoint_io.py): a RetinaNet checkpoint given with an SSD config is one line naming the
+    checkpoint, the config it was trained with (its meta) and the config given, not torch's list of keys."""
+    import sys
+    from pathlib import Path
+
+    from mmengine.config import Config
+
+    from detkit.registry import MODELS
+    from detkit.utils.checkpoint_io import CheckpointError
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'models' / 'detectors'))
+    try:
+        from tiny_ssd import tiny_ssd_cfg
+    finally:
+        sys.path.pop(0)
+    ssd_cfg = tmp_path / 'tiny_ssd.py'
+    ssd_cfg.write_text(f'model = {tiny_ssd_cfg(num_classes=4)!r}\n')
+    trained = Config(dict(model=_TINY_RETINANET, work_dir='work_dirs/tiny_retinanet'))
+    ckpt = tmp_path / 'epoch_3.pth'
+    save_checkpoint({'state_dict': MODELS.build(_TINY_RETINANET).state_dict(),
+                     'meta': {'config': trained.pretty_text, 'dataset_meta': {'classes': ('a', 'b', 'c', 'd')}}},
+                    ckpt)
+    with pytest.raises(CheckpointError) as err:
+        init_detector(str(ssd_cfg), str(ckpt))
+    msg = str(err.value)
+    assert '\n' not in msg and 'Error(s) in loading state_dict' not in msg
+    assert str(ckpt) in msg
+    assert 'Trained with: work_dir work_dirs/tiny_retinanet, model SingleStageDetector(backbone=ResNet, neck=FPN, ' \
+           'bbox_head=RetinaHead)' in msg
+    assert f'Config given: {ssd_cfg}, model SingleStageDetector(backbone=SSDVGG, neck=SSDNeck, bbox_head=SSDHead)' \
+           in msg
+    ssd_keys = set(MODELS.build(tiny_ssd_cfg(num_classes=4)).state_dict())
+    retina_keys = set(MODELS.build(_TINY_RETINANET).state_dict())
+    assert f'missing from the checkpoint: {len(ssd_keys - retina_keys)} of {len(ssd_keys)} model weights' in msg
+    assert f'not in the model: {len(retina_keys - ssd_keys)} of {len(retina_keys)} checkpoint weights' in msg

@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import Tensor, nn
 
-from detkit.utils.checkpoint_io import read_torch_file
+from detkit.utils.checkpoint_io import _first, read_torch_file
 
 __all__ = ['convert_torchvision_vgg16', 'convert_torchvision_resnet', 'convert_torchvision_mobilenet_v2',
            'convert_torchvision_ssd300_vgg16', 'convert_torchvision_retinanet_resnet50_fpn', 'load_state_dict_file',
@@ -314,22 +314,42 @@ _CONVERTERS: dict[str, Callable[..., dict[str, Tensor]]] = {
 }
 
 
+#: which of a module's weights a converter's file holds (all, when not listed): torchvision's VGG16 has conv1_1 ..
+#: conv5_3 (features.0 .. 28) but not SSD's fc6/fc7 convs nor its L2Norm
+_FILE_HOLDS: dict[str, Callable[[str], bool]] = {
+    'vgg16': lambda key: (m := re.match(r'features\.(\d+)\.', key)) is not None and int(m.group(1)) <= 28,
+}
+
+
 def load_pretrained(module: nn.Module, path: str | os.PathLike, converter: str, **converter_args) -> None:
     """Load the torchvision weight file at ``path`` into ``module`` through a named converter.
 
-    Every converted key must exist in ``module`` with the same shape; parameters of ``module`` the file does not
-    cover (e.g. SSD's fc6/fc7, L2Norm) keep their initialisation.
+    Every converted key must exist in ``module`` with the same shape (keys the converter drops, such as
+    torchvision's ``fc.*`` or the stages a ResNet does not have, do not count), and every weight of ``module`` that
+    such a file holds must be in it: a ResNet-18 file for a ResNet-34, or a file of a few tensors, is an error.
+    Parameters of ``module`` that the file cannot hold (SSD's fc6/fc7 and L2Norm for a VGG16 file) keep their
+    initialisation; so do ``num_batches_tracked`` counters, which old torchvision files lack.
 
     Raises:
         FileNotFoundError: naming the path.
-        ValueError: listing keys that do not fit.
+        ValueError: naming the path and the module, with the count and the first few of the missing weights, the
+            unexpected keys and the shape mismatches.
     """
+    path = os.fspath(path)
     state = _CONVERTERS[converter](load_state_dict_file(path), **converter_args)
     own = module.state_dict()
+    holds = _FILE_HOLDS.get(converter, lambda key: True)
+    required = [k for k in own if holds(k) and not k.endswith('.num_batches_tracked')]
+    missing = [k for k in required if k not in state]
     unexpected = [k for k in state if k not in own]
     mismatched = [f'{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}'
                   for k, v in state.items() if k in own and v.shape != own[k].shape]
-    if unexpected or mismatched:
-        raise ValueError(f'{path} does not fit {type(module).__name__}: unexpected keys {unexpected[:10]}, shape '
-                         f'mismatches {mismatched[:10]}')
+    if missing or unexpected or mismatched:
+        owner = type(module).__name__ + (f'(depth={module.depth})' if hasattr(module, 'depth') else '')
+        parts = [f'{len(missing)} of {len(required)} weights are not in the file ({_first(missing)})' if missing
+                 else '',
+                 f'{len(unexpected)} unexpected keys ({_first(unexpected)})' if unexpected else '',
+                 f'{len(mismatched)} shape mismatches ({_first(mismatched)})' if mismatched else '']
+        raise ValueError(f'{path} does not fit {owner}: {"; ".join(p for p in parts if p)}')
     module.load_state_dict(state, strict=False)
+

@@ -134,3 +134,58 @@ def test_torchvision_uri_of_another_network_is_refused(torch_home):
         MODELS.build(dict(type='SSDVGG', pretrained='torchvision://mobilenet_v2'))
     with pytest.raises(ValueError, match="'torchvision://resnext50'"):
         torchvision_weight_path('torchvision://resnext50')
+
+
+# ------------------------------------------------------------- issue 17 item 7: pretrained= files that do not cover
+def test_resnet18_file_into_resnet34_is_an_error_naming_the_file_and_the_missing_weights(tmp_path):
+    path = tmp_path / 'resnet18.pth'
+    torch.save(MODELS.build(dict(type='ResNet', depth=18, base_channels=8)).state_dict(), path)
+    r34_keys = set(MODELS.build(dict(type='ResNet', depth=34, base_channels=8)).state_dict())
+    r18_keys = set(torch.load(path, weights_only=True))
+    missing = {k for k in r34_keys - r18_keys if not k.endswith('num_batches_tracked')}
+    assert len(missing) == 80  # 8 more BasicBlocks (3-2, 4-2, 6-2, 3-2) of 2 convs and 2 batch norms (4 tensors)
+    with pytest.raises(ValueError) as err:
+        MODELS.build(dict(type='ResNet', depth=34, base_channels=8, pretrained=str(path)))
+    msg = str(err.value)
+    assert str(path) in msg and 'ResNet(depth=34)' in msg
+    assert f'80 of {len(r34_keys) - sum(k.endswith("num_batches_tracked") for k in r34_keys)} weights are not in ' \
+           'the file' in msg
+    assert "'layer1.2.conv1.weight'" in msg
+
+
+def test_a_file_holding_only_conv1_is_an_error(tmp_path):
+    path = tmp_path / 'conv1_only.pth'
+    state = MODELS.build(dict(type='ResNet', depth=18, base_channels=8)).state_dict()
+    torch.save({'conv1.weight': state['conv1.weight']}, path)
+    with pytest.raises(ValueError, match=r"conv1_only\.pth does not fit ResNet\(depth=18\).*are not in the file "
+                                         r"\(\['bn1\.weight'"):
+        MODELS.build(dict(type='ResNet', depth=18, base_channels=8, init_cfg=dict(type='Pretrained',
+                                                                                   checkpoint=str(path))))
+
+
+def test_keys_torchvision_files_carry_and_weights_they_cannot_hold_are_allowed(tmp_path):
+    """A torchvision file's fc.* (and old files' missing num_batches_tracked) are fine for ResNet; a VGG16 file
+    holds conv1_1 .. conv5_3 only: SSDVGG's fc6/fc7 and L2Norm keep their initialisation, conv5_3 may not miss."""
+    torch.manual_seed(0)
+    source = MODELS.build(dict(type='ResNet', depth=18, base_channels=8)).state_dict()
+    tv_like = {k: v for k, v in source.items() if not k.endswith('num_batches_tracked')}
+    tv_like.update({'fc.weight': torch.zeros(10, 64), 'fc.bias': torch.zeros(10)})
+    torch.save(tv_like, tmp_path / 'resnet18_tv.pth')
+    torch.manual_seed(1)
+    loaded = MODELS.build(dict(type='ResNet', depth=18, base_channels=8, pretrained=str(tmp_path / 'resnet18_tv.pth')))
+    for k, v in loaded.state_dict().items():
+        if not k.endswith('num_batches_tracked'):
+            assert torch.equal(v, source[k]), k
+
+    vgg = MODELS.build(dict(type='SSDVGG', widen_factor=0.125)).state_dict()
+    features = {k: v for k, v in vgg.items() if k.startswith('features.') and int(k.split('.')[1]) <= 28}
+    torch.save({**features, 'classifier.0.weight': torch.zeros(2, 2)}, tmp_path / 'vgg16.pth')
+    torch.manual_seed(2)
+    ssd_vgg = MODELS.build(dict(type='SSDVGG', widen_factor=0.125, pretrained=str(tmp_path / 'vgg16.pth')))
+    assert torch.equal(ssd_vgg.state_dict()['features.28.weight'], vgg['features.28.weight'])
+    assert not torch.equal(ssd_vgg.state_dict()['features.31.weight'], vgg['features.31.weight'])  # fc6: init
+    del features['features.28.weight'], features['features.28.bias']
+    torch.save(features, tmp_path / 'vgg16_cut.pth')
+    with pytest.raises(ValueError, match=r"vgg16_cut\.pth does not fit SSDVGG: 2 of 26 weights are not in the file "
+                                         r"\(\['features\.28\.weight', 'features\.28\.bias'\]\)"):
+        MODELS.build(dict(type='SSDVGG', widen_factor=0.125, pretrained=str(tmp_path / 'vgg16_cut.pth')))
