@@ -1,21 +1,19 @@
-"""Faster CPU inference: ``init_detector(..., fast='exact' | 'bf16')``, ``tools/test.py --fast``,
+"""Fast CPU inference modes: ``init_detector(..., fast='exact' | 'bf16')``, ``tools/test.py --fast``,
 ``tools/demo.py --fast``.
 
-What each mode does (measured in BENCHMARKS.md, "End-to-end inference"):
+:func:`make_fast` changes a detector in eval mode, in place; inputs and outputs stay those of
+:meth:`~detkit.models.detectors.SingleStageDetector.predict` (boxes x1, y1, x2, y2 in input-image pixels or, with
+``rescale``, original-image pixels; float32 boxes and scores, int64 labels):
 
-* ``'exact'``: batch norms folded into the convolutions before them (eval statistics: one conv instead of a conv
-  and a normalisation pass) and the network run in channels-last (NHWC) layout, which oneDNN's CPU convolutions
-  run faster. The same arithmetic up to float rounding: the detections are identical (same count, labels and
-  order, boxes and scores within float tolerance; ``tests/apis/test_fast.py``).
-* ``'bf16'``: ``'exact'`` plus the network under ``torch.autocast(dtype=torch.bfloat16)`` (AMX / AVX512-BF16 on
-  recent Intel CPUs); its outputs are cast back to float32, so decoding and NMS run as usual. Not exact: bfloat16
-  keeps 8 bits of mantissa, so scores move by ~1e-2 and boxes by pixels; the VOC mAP change on the shapes val split
-  is stated in README.md.
+* ``'exact'``: every batch norm that directly follows a conv is folded into it (:func:`fold_batch_norms`, eval
+  statistics) and the network runs in channels-last (NHWC) layout. The same arithmetic up to float rounding: the same
+  detections (count, labels and order; boxes and scores within float tolerance, ``tests/apis/test_fast.py``).
+* ``'bf16'``: ``'exact'`` plus the network under ``torch.autocast(dtype=torch.bfloat16)``; its outputs are cast
+  back to float32, so decoding and NMS run as usual. Not exact: bfloat16 keeps 8 bits of mantissa, so scores move
+  by ~1e-2 and boxes by pixels. Fast only on CPUs with native bfloat16 (AMX / AVX512-BF16).
 
-Measured and not shipped (``benchmarks/bench_inference.py --jit --compile``): ``torch.jit.freeze`` +
-``optimize_for_inference`` of the 'exact' network (no faster than 'exact') and ``torch.compile`` with inductor's
-freezing (3-16% faster than 'exact', after 7-34 s of compilation per input shape, with a C++ toolchain at run
-time); onnxruntime runs the exported graph (``tools/deployment/``).
+Speeds are in BENCHMARKS.md ("End-to-end inference"); the design and the measured agreement in
+docs/design/deploy.md.
 """
 from __future__ import annotations
 

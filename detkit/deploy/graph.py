@@ -95,7 +95,7 @@ def soft_nms_rounds(boxes: Tensor, scores: Tensor, rounds: int, iou_threshold: f
     order, so that its first ``rounds`` detections per class are these (``max_per_class = rounds``).
 
     Eager, the rounds are a Python loop; under ``torch.export`` the same round is one ``scan`` (an ONNX ``Scan``):
-    ``rounds`` unrolled copies would make the export 3x slower (M2Det's 50 rounds: ~1,500 nodes).
+    ``rounds`` unrolled copies would grow the graph with ``rounds`` (M2Det's 50 rounds: ~1,500 nodes).
 
     Args:
         boxes: ``Tensor[N, A, 4]``.

@@ -182,9 +182,9 @@ def _fresh_sizes(like: Tensor, sizes: tuple[Any, Any], high: int) -> tuple[Any, 
 
     The tracer carries every size as an expression of the input's height and width, and checks each shape
     operation against those expressions' ranges. After a keep-ratio resize (min, max and rounding of a double
-    product) and padding, the expression of every feature map is deep, and those checks took most of a RetinaNet
-    export (~100 s for ResNet-18 on 2 cores); fresh sizes keep the expressions short (~2-3x faster). The graph
-    computes the same numbers either way.
+    product) and padding, the expression of every feature map is deep, and those checks dominate the export time;
+    fresh sizes keep the expressions short (docs/design/deploy.md). The graph computes the same numbers either
+    way.
     """
     if not any(isinstance(v, torch.SymInt) for v in sizes):
         return sizes

@@ -1,7 +1,7 @@
 """Config keys that nothing reads are errors, not silently ignored settings.
 
-A misspelled key (``trian_cfg=...``, ``train_cfg.max_epoch=1``, ``checkpoint.intervall=5``) used to train as if it
-were absent. :func:`check_config` runs before anything heavy (the :class:`~detkit.engine.Trainer` and
+A misspelled key (``trian_cfg=...``, ``train_cfg.max_epoch=1``, ``checkpoint.intervall=5``) would otherwise train as
+if it were absent. :func:`check_config` runs before anything heavy (the :class:`~detkit.engine.Trainer` and
 ``tools/test.py`` call it first) and applies two rules:
 
 * **Top level.** :data:`TOP_LEVEL_KEYS` are the keys the engine and the tools read. Any other name is a helper

@@ -6,8 +6,8 @@
 - CUDA: float16 autocast with a dynamic ``GradScaler`` (float16 gradients underflow without it), or bfloat16
   with ``dtype='bfloat16'`` (no scaler needed).
 - CPU: bfloat16 autocast; float16 autocast is not offered on CPU and bfloat16's range needs no scaler. On a CPU
-  with native bfloat16 (AVX512-BF16 or AMX) a training step takes about half the float32 time; elsewhere
-  bfloat16 is emulated and slower than float32, so ``native_bf16_only=True`` falls back to float32 there.
+  with native bfloat16 (AVX512-BF16 or AMX) it is faster than float32; elsewhere bfloat16 is emulated and slower
+  than float32, so ``native_bf16_only=True`` falls back to float32 there.
 """
 # Kept by hand: mmengine's AmpOptimWrapper refuses the CPU (it asserts a GPU, NPU, MLU or MUSA device).
 from __future__ import annotations

@@ -199,3 +199,60 @@ def test_markers_attach_to_the_block_below_them(tmp_path):
         page.write_text(text)
         with pytest.raises(ValueError, match=error):
             parse_blocks(page)
+
+
+LINK = re.compile(r'!?\[[^\]]*\]\(([^)\s]+)\)')
+CODE_SPAN = re.compile(r'`[^`\n]*`')
+
+
+def heading_anchors(path: Path) -> set[str]:
+    """The anchors GitHub gives the headings of a markdown file (``## A (`b.py`)`` -> ``a-bpy``; repeats get -1...)."""
+    anchors: set[str] = set()
+    in_code = False
+    for line in path.read_text(encoding='utf-8').splitlines():
+        if line.startswith('```'):
+            in_code = not in_code
+        elif not in_code and re.match(r'#{1,6} ', line):
+            slug = re.sub(r'[^\w\- ]', '', line.lstrip('#').strip().lower()).replace(' ', '-')
+            anchor, n = slug, 0
+            while anchor in anchors:
+                n += 1
+                anchor = f'{slug}-{n}'
+            anchors.add(anchor)
+    return anchors
+
+
+def broken_links(path: Path) -> list[str]:
+    """``'file:line: target'`` for each relative link of a markdown file whose file (or heading anchor) is missing."""
+    broken = []
+    in_code = False
+    for number, line in enumerate(path.read_text(encoding='utf-8').splitlines(), 1):
+        if line.startswith('```'):
+            in_code = not in_code
+            continue
+        if in_code:
+            continue
+        for target in LINK.findall(CODE_SPAN.sub('', line)):
+            if re.match(r'[a-z][a-z0-9+.-]*:', target):  # https:, mailto:
+                continue
+            file_part, _, anchor = target.partition('#')
+            linked = (path.parent / file_part).resolve() if file_part else path
+            if not linked.exists() or (anchor and linked.suffix == '.md' and anchor not in heading_anchors(linked)):
+                broken.append(f'{path.relative_to(REPO)}:{number}: {target}')
+    return broken
+
+
+def test_relative_links_in_the_docs_resolve():
+    pages = [REPO / 'README.md', REPO / 'BENCHMARKS.md', *sorted((REPO / 'docs').rglob('*.md'))]
+    broken = [link for page in pages for link in broken_links(page)]
+    assert not broken, 'links to missing files or headings:\n' + '\n'.join(broken)
+
+
+def test_link_check_finds_missing_files_and_headings(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], 'REPO', tmp_path)
+    (tmp_path / 'other.md').write_text('# Other\n## A section (`x.py`)\n## A section (`x.py`)\n')
+    page = tmp_path / 'page.md'
+    page.write_text('[ok](other.md) [ok](other.md#a-section-xpy) ![ok](other.md#a-section-xpy-1) [web](https://x/y)\n'
+                    '[gone](missing.md) `[in code](missing.md)`\n[bad anchor](other.md#nothing) [self](#page)\n'
+                    '```text\n[in a block](missing.md)\n```\n# Page\n')
+    assert broken_links(page) == ['page.md:2: missing.md', 'page.md:3: other.md#nothing']

@@ -1,8 +1,8 @@
 """``CocoMetric``: COCO box AP from a COCO file or from any dataset's ground truth.
 
 Two interchangeable backends compute the same 12 numbers: pycocotools' ``COCOeval`` (Python loops over images and
-categories) and faster-coco-eval's ``COCOeval_faster`` (the same algorithm in C++, several times faster on
-thousands of images; ``make install`` installs it). ``backend='auto'`` uses faster-coco-eval when it is installed.
+categories) and faster-coco-eval's ``COCOeval_faster`` (the same algorithm in C++, faster: BENCHMARKS.md;
+``make install`` installs it). ``backend='auto'`` uses faster-coco-eval when it is installed.
 """
 from __future__ import annotations
 

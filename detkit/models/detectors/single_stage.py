@@ -83,8 +83,8 @@ class SingleStageDetector(nn.Module):
             then, naming the mismatch; default the anchors' input size, or 640x640 for anchors that fit any size.
             ``False`` skips the check.
         channels_last: keep the conv weights and the input batch in ``torch.channels_last`` (NHWC) memory format,
-            which oneDNN's CPU convolutions run faster (about 12% per training step for the quickstart model on
-            two cores); results are those of the default layout up to float rounding.
+            which oneDNN's CPU convolutions run faster (BENCHMARKS.md); results are those of the default layout up
+            to float rounding.
 
     Attributes:
         dataset_meta: ``{'classes': (...)}`` of the dataset the model was trained on, when set (``None`` until).

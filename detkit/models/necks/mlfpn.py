@@ -126,15 +126,13 @@ class MLFPN(nn.Module):
         sfam: add SFAM.
         shallow_channels: FFMv1's channels for the shallow level (256).
         deep_channels: FFMv1's channels for the deep level (512).
-        bn_momentum: momentum of the FFMs' and TUMs' batch norms (M2Det's 0.01 suits its 160 epochs; a run of a
-            few hundred iterations wants PyTorch's 0.1, so that the running statistics follow the weights).
+        bn_momentum: momentum of the FFMs' and TUMs' batch norms (M2Det's 0.01 for long schedules; short runs want
+            PyTorch's 0.1, so that the running statistics follow the weights).
 
     A TUM whose coarsest scale is 1x1 (M2Det's 3 -> 1 at 320 and 512) normalises that map over the batch alone:
-    ``N`` values per channel. With small batches the network comes to rely on those batch statistics and the
-    running ones no longer stand in for them at test: in the quickstart (batch 8, 24x24 base) mAP fell from 0.90 to
-    0.83 between epochs 6 and 8 and the val loss in eval mode rose to 1.4x its batch-statistics value; putting the
-    four 1x1 batch norms alone back on batch statistics closed that gap. Small-batch recipes choose ``num_scales``
-    so that the coarsest map stays larger (``configs/quickstart/m2det_shapes.py``: 24, 12, 6, 4).
+    ``N`` values per channel, whose running statistics may not stand in for the batch ones at test when ``N`` is
+    small. Small-batch recipes choose ``num_scales`` so that the coarsest map stays larger than 1x1
+    (``configs/quickstart/m2det_shapes.py``: 24, 12, 6, 4; why: docs/design/quickstart_recipes.md).
 
     Attributes:
         out_channels: ``(planes * num_levels,) * num_scales``, largest scale first.
