@@ -3,6 +3,10 @@
     python tools/demo.py CONFIG CHECKPOINT photo.jpg                      # -> outputs/demo/photo.jpg
     python tools/demo.py CONFIG CHECKPOINT images/ --out vis/             # every image in the folder
     python tools/demo.py CONFIG CHECKPOINT clip.mp4 --out clip_det.mp4    # annotated video (mp4v)
+
+Before the model is loaded, the outputs are checked: none may be one of the inputs (refused, naming both paths) and
+the destination must be writable. A write that fails is an error naming the file; a video replaces its output only
+once all its frames are written.
 """
 from __future__ import annotations
 

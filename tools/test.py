@@ -5,6 +5,9 @@
     python tools/test.py CONFIG CHECKPOINT --out dets.json          # COCO-style detections (xywh, category ids)
     python tools/test.py CONFIG CHECKPOINT --out dets.pkl           # per image, per class (n, 5) arrays
     python tools/test.py CONFIG CHECKPOINT --show-dir vis/          # annotated images
+
+``--show-dir`` mirrors the images' paths below their common parent folder (``a/x.jpg`` and ``b/x.jpg`` stay two
+files); neither it nor ``--out`` may write over an input (the images, the config, the checkpoint, the annotations).
 """
 from __future__ import annotations
 

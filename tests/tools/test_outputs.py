@@ -15,6 +15,7 @@ import onnx
 import pytest
 import toy
 import torch
+import torchvision
 from onnx import TensorProto, helper
 
 from detkit.registry import DATASETS, MODELS
@@ -155,8 +156,8 @@ def tiny_onnx(path: Path) -> None:
                ('labels', TensorProto.INT64, [1], [1])]
     nodes = [helper.make_node('Constant', [], [name], value=helper.make_tensor(name + '_v', dtype, shape, values))
              for name, dtype, shape, values in outputs]
-    graph = helper.make_graph(nodes, 'tiny', [helper.make_tensor_value_info('image', TensorProto.UINT8, [None, None, 3])],
-                              [helper.make_tensor_value_info(n, d, s) for n, d, s, _ in outputs])
+    image = helper.make_tensor_value_info('image', TensorProto.UINT8, [None, None, 3])
+    graph = helper.make_graph(nodes, 'tiny', [image], [helper.make_tensor_value_info(n, d, s) for n, d, s, _ in outputs])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17)])
     model.ir_version = 8
     onnx.save(model, str(path))
@@ -235,3 +236,159 @@ def test_test_show_dir_keeps_colliding_names_apart_and_spares_the_images(load_to
                                          f'overwrite the input {ckpt}'):
         test_tool.main([cfg, ckpt, '--device', 'cpu', '--out', str(tmp_path / 'dets.pkl')])
     assert torch.load(ckpt, weights_only=True)['meta']['dataset_meta']['classes'] == toy.CLASSES
+
+
+# ------------------------------------------------------------------------------ export_onnx.py (items 17, 19)
+def test_export_refuses_bad_destinations_before_loading(load_tool, toy_model, tmp_path):
+    root, cfg, ckpt, data = toy_model
+    export = load_tool('tools/deployment/export_onnx.py')
+    blocker = tmp_path / 'a_file'
+    blocker.write_text('x')
+    before = Path(ckpt).read_bytes()
+    for out, message in ((tmp_path, f'--out {tmp_path} is a directory; give a file name'),
+                         (blocker / 'm.onnx', f'--out {blocker / "m.onnx"}: cannot create .*: {blocker} is a file'),
+                         (ckpt, f'--out {ckpt}: writing {ckpt} would overwrite the input {ckpt}')):
+        with pytest.raises(SystemExit, match=message):
+            export.main([cfg, ckpt, '--out', str(out)])
+    assert Path(ckpt).read_bytes() == before
+
+
+def test_export_of_soft_nms_without_max_per_class_says_what_to_pass(load_tool, tmp_path, capsys):
+    """The M2Det quickstart config: soft-NMS, max_per_class=0, max_per_img=100: one message before exporting."""
+    from detkit.utils import load_config
+
+    config = str(ROOT / 'configs' / 'quickstart' / 'm2det_shapes.py')
+    model = MODELS.build(dict(load_config(config).model, check_input_size=False))  # its weights, built quickly
+    assert model.test_cfg.nms.type == 'soft_nms' and model.test_cfg.max_per_class == 0
+    ckpt = tmp_path / 'm2det.pth'
+    torch.save({'state_dict': model.state_dict()}, ckpt)
+    out = tmp_path / 'm2det.onnx'
+    with pytest.raises(SystemExit) as err:
+        load_tool('tools/deployment/export_onnx.py').main([config, str(ckpt), '--out', str(out)])
+    assert str(err.value) == (
+        f'{config}: soft-NMS has no ONNX operator and is exported as test_cfg.max_per_class rounds per class, but '
+        'max_per_class=0 (no limit): pass --cfg-options model.test_cfg.max_per_class=100 (= max_per_img: the same '
+        'detections, as no class can keep more than the whole image), or --hard-nms to export hard NMS instead')
+    assert not out.exists() and 'rounds per class' not in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- model converters (item 18)
+def resnet_file(path: Path, **backbone) -> dict[str, torch.Tensor]:
+    """A torchvision-layout ResNet state dict (detkit's ResNet keeps torchvision's names), saved to ``path``."""
+    torch.manual_seed(0)
+    state = MODELS.build(dict(type='ResNet', **backbone)).state_dict()
+    torch.save(state, path)
+    return state
+
+
+def test_torchvision_resnet_with_config_is_checked_against_the_backbone(load_tool, tmp_path):
+    """``resnet SRC DST --config`` compares with the config's backbone (the quickstart's half-width ResNet-18), not
+    the whole detector; the output folder is created."""
+    convert = load_tool('tools/model_converters/torchvision_to_detkit.py')
+    config = str(ROOT / 'configs' / 'quickstart' / 'ssd_shapes.py')
+    src = tmp_path / 'resnet18_half.pth'
+    state = resnet_file(src, depth=18, base_channels=32)
+    dst = tmp_path / 'new' / 'folder' / 'out.pth'
+    convert.main(['resnet', str(src), str(dst), '--config', config])
+    out = torch.load(dst, weights_only=True)['state_dict']
+    assert out.keys() == state.keys() and all(torch.equal(out[k], state[k]) for k in state)
+    resnet_file(tmp_path / 'r18.pth', depth=18)  # full width against the half-width backbone
+    with pytest.raises(SystemExit, match=r'r18.pth \(resnet\) does not fit ResNet: 0 model keys missing \[\], 0 keys '
+                                         r'the model does not have \[\], \d+ shape mismatches'):
+        convert.main(['resnet', str(tmp_path / 'r18.pth'), str(tmp_path / 'x.pth'), '--config', config])
+
+
+def test_torchvision_vgg16_with_config_leaves_the_layers_vgg16_lacks(load_tool, tmp_path):
+    """SSDVGG's fc6, fc7 and L2Norm are in no torchvision VGG16 file: they may be missing, nothing else may."""
+    convert = load_tool('tools/model_converters/torchvision_to_detkit.py')
+    backbone = dict(type='SSDVGG', widen_factor=0.0625)
+    config = tmp_path / 'narrow_ssd.py'
+    config.write_text(f'model = dict(type="SingleStageDetector", backbone={backbone!r})\n')
+    vgg = {k: v for k, v in MODELS.build(backbone).state_dict().items() if k.startswith('features.')
+           and int(k.split('.')[1]) <= 28}  # conv1_1 .. conv5_3 under torchvision's names
+    torch.save(vgg, tmp_path / 'vgg16.pth')
+    convert.main(['vgg16', str(tmp_path / 'vgg16.pth'), str(tmp_path / 'out.pth'), '--config', str(config)])
+    assert torch.load(tmp_path / 'out.pth', weights_only=True)['state_dict'].keys() == vgg.keys()
+    del vgg['features.28.weight']
+    torch.save(vgg, tmp_path / 'vgg16_cut.pth')
+    with pytest.raises(SystemExit, match=r"vgg16_cut.pth is not a torchvision vgg16 state dict: the closest, vgg16, "
+                                         r"has 1 keys the file lacks \['features.28.weight'\]"):
+        convert.main(['vgg16', str(tmp_path / 'vgg16_cut.pth'), str(tmp_path / 'out2.pth')])
+
+
+def test_torchvision_converter_refuses_foreign_files_and_its_source_and_writes_atomically(load_tool, tmp_path,
+                                                                                         monkeypatch):
+    convert = load_tool('tools/model_converters/torchvision_to_detkit.py')
+    one = tmp_path / 'one.pth'
+    torch.save({'conv1.weight': torch.zeros(64, 3, 7, 7)}, one)
+    with torch.device('meta'):  # resnet18's weights less its classifier and batch norm counters
+        lacking = len([k for k in torchvision.models.resnet18().state_dict()
+                       if not k.startswith('fc.') and not k.endswith('num_batches_tracked')]) - 1
+    with pytest.raises(SystemExit, match=rf"one.pth is not a torchvision resnet state dict: the closest, resnet18, has "
+                                         rf"{lacking} keys the file lacks \['bn1.bias', 'bn1.running_mean'"):
+        convert.main(['resnet', str(one), str(tmp_path / 'out.pth')])
+    assert not (tmp_path / 'out.pth').exists()
+
+    src = tmp_path / 'r18.pth'
+    resnet_file(src, depth=18, base_channels=8)
+    os.link(src, tmp_path / 'same.pth')
+    before = src.read_bytes()
+    for dst in (src, tmp_path / 'same.pth'):
+        with pytest.raises(SystemExit, match=f'dst {dst}: writing {dst} would overwrite the input {src}'):
+            convert.main(['resnet', str(src), str(dst)])
+    blocker = tmp_path / 'a_file'
+    blocker.write_text('x')
+    with pytest.raises(SystemExit, match=f'dst {blocker / "out.pth"}: cannot create .*: {blocker} is a file'):
+        convert.main(['resnet', str(src), str(blocker / 'out.pth')])
+    assert src.read_bytes() == before
+
+    dst = tmp_path / 'out.pth'
+    convert.main(['resnet', str(src), str(dst)])
+    written = dst.read_bytes()
+
+    def disk_full(obj, f, *args, **kwargs):  # writes part of the file, then fails
+        with (open(f, 'wb') if isinstance(f, (str, os.PathLike)) else f) as handle:
+            handle.write(b'partial')
+        raise OSError(28, 'No space left on device')
+
+    monkeypatch.setattr(torch, 'save', disk_full)
+    with pytest.raises(OSError, match='No space left'):
+        convert.main(['resnet', str(src), str(dst)])
+    assert dst.read_bytes() == written  # the earlier output is intact
+    assert sorted(os.listdir(tmp_path)) == ['a_file', 'one.pth', 'out.pth', 'r18.pth', 'same.pth']
+
+
+@pytest.mark.parametrize('script, state', [
+    ('m2det_to_detkit.py', {'base.0.weight': torch.ones(4, 3, 3, 3)}),
+    ('mmdet_to_detkit.py', {'state_dict': {'backbone.features.0.weight': torch.ones(4, 3, 3, 3)}}),
+])
+def test_other_converters_refuse_their_source_as_destination(load_tool, tmp_path, script, state):
+    src = tmp_path / 'src.pth'
+    torch.save(state, src)
+    before = src.read_bytes()
+    with pytest.raises(SystemExit, match=f'dst {src}: writing {src} would overwrite the input {src}'):
+        load_tool(f'tools/model_converters/{script}').main([str(src), str(src)])
+    assert src.read_bytes() == before
+
+
+# ------------------------------------------------------------------------------------- dist_train.sh (item 21)
+def test_dist_train_sh_uses_the_project_venv(tmp_path):
+    """Without $PYTHON the script runs the checkout's .venv/bin/python (here a stand-in that prints its arguments),
+    not whatever python PATH holds; its usage line says so."""
+    (tmp_path / 'tools').mkdir()
+    shutil.copy(ROOT / 'tools' / 'dist_train.sh', tmp_path / 'tools' / 'dist_train.sh')
+    venv_python = tmp_path / '.venv' / 'bin' / 'python'
+    venv_python.parent.mkdir(parents=True)
+    venv_python.write_text('#!/bin/sh\necho "venv python: $*"\n')
+    venv_python.chmod(0o755)
+    env = {'PATH': '/usr/bin:/bin', 'HOME': str(tmp_path)}
+    proc = subprocess.run(['bash', str(tmp_path / 'tools' / 'dist_train.sh'), 'cfg.py', '2'], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith('venv python: -m torch.distributed.run ')
+    assert f'{tmp_path}/tools/train.py cfg.py --launcher pytorch' in proc.stdout
+    usage = subprocess.run(['bash', str(tmp_path / 'tools' / 'dist_train.sh')], env=env, capture_output=True,
+                           text=True, timeout=60)
+    assert usage.returncode == 2
+    assert f'runs {venv_python} ($PYTHON when set, else {venv_python} when it exists, else python from PATH)' \
+        in usage.stderr
