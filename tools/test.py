@@ -72,7 +72,7 @@ def dataset_image_paths(dataset: Any) -> list[str] | None:
     """Every item's ``img_path`` (``get_data_info``), or ``None`` for a dataset without ``get_data_info``."""
     if not hasattr(dataset, 'get_data_info'):
         return None
-    return [dataset.get_data_info(i)['img_path'] for i in range(len(dataset))]
+    return [p for p in (dataset.get_data_info(i).get('img_path') for i in range(len(dataset))) if p]
 
 
 def show_dir_targets(paths: list[str], show_dir: str, inputs: list[str | None]) -> dict[str, str]:

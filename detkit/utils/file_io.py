@@ -39,7 +39,7 @@ def check_not_inputs(outputs: Iterable[str | os.PathLike], inputs: Iterable[str 
 
     Args:
         outputs: the files the tool would write.
-        inputs: the files it reads (``None`` entries are ignored).
+        inputs: the files it reads (``None`` and empty entries are ignored).
         option: the argument that chose the outputs, for the message (e.g. ``'--out out/'``).
 
     Raises:
@@ -48,7 +48,7 @@ def check_not_inputs(outputs: Iterable[str | os.PathLike], inputs: Iterable[str 
     by_key: dict[tuple[int, int], str] = {}
     by_path: dict[str, str] = {}
     for path in inputs:
-        if path is None:
+        if not path:
             continue
         path = os.fspath(path)
         by_path.setdefault(osp.realpath(path), path)
