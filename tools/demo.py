@@ -19,8 +19,7 @@ import cv2
 
 from detkit.apis import inference_detector, init_detector
 from detkit.datasets.transforms import ImageLoadError, imread
-from detkit.utils.file_io import (OutputPathError, check_not_inputs, check_output_file, check_writable, imwrite,
-                                  open_video_writer)
+from detkit.utils.file_io import OutputPathError, check_not_inputs, check_writable, imwrite, open_video_writer
 from detkit.utils.visualization import draw_detections
 
 IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
@@ -139,7 +138,8 @@ def main(argv: list[str] | None = None) -> None:
     inputs = [*paths, args.config, args.checkpoint]
     try:
         if video:
-            check_output_file(_video_out_path(args.out, src), inputs, '--out')
+            check_not_inputs([_video_out_path(args.out, src)], inputs, f'--out {args.out}')
+            check_writable(_video_out_path(args.out, src), directory=False, option='--out')
         else:
             dsts = [_image_out_path(args.out, p, single) for p in paths]
             check_not_inputs(dsts, inputs, f'--out {args.out}')

@@ -60,7 +60,7 @@ def test_demo_refuses_to_write_over_its_input_video_or_images(load_tool, toy_mod
     before = snapshot(videos)
     with pytest.raises(SystemExit) as err:
         demo.main([cfg, ckpt, str(videos / 'long.mp4'), '--out', f'{videos}/'])
-    assert str(err.value) == (f'--out {videos}/long.mp4: writing {videos}/long.mp4 would overwrite the input '
+    assert str(err.value) == (f'--out {videos}/: writing {videos}/long.mp4 would overwrite the input '
                               f'{videos / "long.mp4"}; choose an output outside the inputs')
     assert snapshot(videos) == before
 
