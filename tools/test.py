@@ -5,6 +5,9 @@
     python tools/test.py CONFIG CHECKPOINT --out dets.json          # COCO-style detections (xywh, category ids)
     python tools/test.py CONFIG CHECKPOINT --out dets.pkl           # per image, per class (n, 5) arrays
     python tools/test.py CONFIG CHECKPOINT --show-dir vis/          # annotated images
+
+``--show-dir`` mirrors the images' paths below their common parent folder (``a/x.jpg`` and ``b/x.jpg`` stay two
+files); neither it nor ``--out`` may write over an input (the images, the config, the checkpoint, the annotations).
 """
 from __future__ import annotations
 
@@ -28,6 +31,8 @@ from detkit.engine.config_check import check_config
 from detkit.engine.logger import log_level_value
 from detkit.engine.trainer import check_num_classes
 from detkit.utils.config import DictAction, load_config
+from detkit.utils.file_io import OutputPathError, check_not_inputs, check_output_file, check_writable, imwrite, \
+    mirror_paths
 from detkit.utils.visualization import draw_detections
 
 #: --eval name -> metric type registered in METRICS
@@ -65,8 +70,37 @@ def eval_metric_cfgs(names: list[str], cfg: Any) -> list[dict[str, Any]]:
     return [dict(by_type.get(EVAL_METRICS[n], {'type': EVAL_METRICS[n]})) for n in names]
 
 
+def dataset_image_paths(dataset: Any) -> list[str] | None:
+    """Every item's ``img_path`` (``get_data_info``), or ``None`` for a dataset without ``get_data_info``."""
+    if not hasattr(dataset, 'get_data_info'):
+        return None
+    return [p for p in (dataset.get_data_info(i).get('img_path') for i in range(len(dataset))) if p]
+
+
+def show_dir_targets(paths: list[str], show_dir: str, inputs: list[str | None]) -> dict[str, str]:
+    """``{absolute image path: drawing path}`` for ``--show-dir``: the images' paths below their common parent directory
+    (unique names), none of them one of ``inputs`` (the images themselves, the config, ...).
+
+    Raises:
+        SystemExit: naming ``--show-dir`` and the input a drawing would overwrite.
+    """
+    targets = mirror_paths(paths, show_dir)
+    try:
+        check_not_inputs(targets.values(), inputs, f'--show-dir {show_dir}')
+    except OutputPathError as err:
+        raise SystemExit(str(err)) from None
+    return {osp.abspath(src): dst for src, dst in targets.items()}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    try:  # before the work: outputs that can be written and are none of the inputs
+        if args.out:
+            check_output_file(args.out, [args.config, args.checkpoint], '--out')
+        if args.show_dir:
+            check_writable(args.show_dir, directory=True, option='--show-dir')
+    except OutputPathError as err:
+        raise SystemExit(str(err)) from None
     cfg = load_config(args.config, args.cfg_options)
     check_config(cfg)  # a misspelled key is an error before the model and the data are built
     logging.getLogger('detkit').setLevel(log_level_value(cfg.get('log_level') or 'INFO'))
@@ -86,6 +120,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         check_num_classes(model, test_classes, f'test set of {args.config}')
     except ValueError as err:
         raise SystemExit(f'error: {err}') from None
+    inputs = [args.config, args.checkpoint, getattr(loader.dataset, 'ann_file', None)]
+    if args.out:
+        try:
+            check_not_inputs([args.out], inputs, f'--out {args.out}')
+        except OutputPathError as err:
+            raise SystemExit(str(err)) from None
+    image_paths = dataset_image_paths(loader.dataset) if args.show_dir else None
+    show_targets = show_dir_targets(image_paths, args.show_dir, inputs + image_paths) if image_paths else None
     metric_cfgs = eval_metric_cfgs(args.eval, cfg) if args.eval else \
         (cfg.get('test_evaluator') or cfg.get('val_evaluator'))
     evaluator = build_evaluator(metric_cfgs)
@@ -109,15 +151,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 pickle.dump(to_per_class_arrays(preds, len(classes)), f)
         print(f'wrote {len(preds)} images\' detections to {args.out}')
     if args.show_dir:
+        if show_targets is None:  # a dataset without get_data_info: the paths of the predicted items
+            paths = [meta['img_path'] for _, meta, _ in result.predictions if meta.get('img_path')]
+            show_targets = show_dir_targets(paths, args.show_dir, inputs + paths)
         os.makedirs(args.show_dir, exist_ok=True)
         for idx, meta, pred in result.predictions:
             path = meta.get('img_path')
-            img = cv2.imread(path) if path else None
+            dst = show_targets.get(osp.abspath(path)) if path else None
+            img = cv2.imread(path) if dst else None
             if img is None:
                 print(f'--show-dir: cannot read image {path!r} of item {idx}; skipped')
                 continue
             vis = draw_detections(img, pred['boxes'], pred['labels'], pred['scores'], classes, args.show_score_thr)
-            cv2.imwrite(osp.join(args.show_dir, osp.basename(path)), vis)
+            os.makedirs(osp.dirname(dst), exist_ok=True)
+            try:
+                imwrite(dst, vis)
+            except OSError as err:
+                raise SystemExit(str(err)) from None
         print(f'wrote annotated images to {args.show_dir}')
     if args.work_dir:
         os.makedirs(args.work_dir, exist_ok=True)

@@ -13,7 +13,12 @@ neither needs ``--max-per-img``.
 
 Soft-NMS (M2Det) has no ONNX operator: it is exported as ``max_per_class`` rounds, one ONNX ``Scan`` (exact for
 the first ``max_per_class`` detections per class, all that the config keeps); ``--hard-nms`` exports hard NMS at the
-same IoU threshold instead (other detections: the tool says so).
+same IoU threshold instead (other detections: the tool says so). A soft-NMS config with ``max_per_class=0`` (the
+M2Det quickstart's) is refused before exporting, naming what to pass: ``--cfg-options
+model.test_cfg.max_per_class=N`` (``N = max_per_img`` keeps the same detections) or ``--hard-nms``.
+
+``--out`` must be a file (not a folder) that can be written and is none of the inputs: checked before the model is
+loaded.
 """
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ from detkit.apis import init_detector
 from detkit.datasets.transforms import imread
 from detkit.deploy import describe, export_onnx, optional_import, paired_differences
 from detkit.utils.config import DictAction
+from detkit.utils.file_io import OutputPathError, check_output_file
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -73,8 +79,19 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if not osp.isfile(args.checkpoint):
         raise SystemExit(f'checkpoint not found: {args.checkpoint}')
+    try:  # before loading and exporting: a writable file that is none of the inputs
+        check_output_file(args.out, [args.config, args.checkpoint, args.verify], '--out')
+    except OutputPathError as err:
+        raise SystemExit(str(err)) from None
     model = init_detector(args.config, args.checkpoint, device='cpu', cfg_options=args.cfg_options)
     cfg = model.test_cfg
+    if cfg.nms.type == 'soft_nms' and not args.hard_nms and cfg.max_per_class <= 0:
+        # the soft-NMS rounds need a count; max_per_img bounds what any one class can keep, so it is exact
+        hint = (f'max_per_class={cfg.max_per_img} (= max_per_img: the same detections, as no class can keep more '
+                'than the whole image)' if cfg.max_per_img > 0 else 'max_per_class=N')
+        raise SystemExit(f'{args.config}: soft-NMS has no ONNX operator and is exported as test_cfg.max_per_class '
+                         f'rounds per class, but max_per_class=0 (no limit): pass --cfg-options '
+                         f'model.test_cfg.{hint}, or --hard-nms to export hard NMS instead')
     if cfg.nms.type == 'soft_nms':
         if args.hard_nms:
             print(f'WARNING: {args.config} post-processes with soft-NMS; --hard-nms exports HARD NMS at IoU '

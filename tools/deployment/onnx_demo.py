@@ -15,11 +15,11 @@ import os
 import os.path as osp
 import time
 
-import cv2
 import numpy as np
 
 from detkit.datasets.transforms import ImageLoadError, imread
 from detkit.deploy import optional_import
+from detkit.utils.file_io import OutputPathError, check_not_inputs, check_writable, imwrite
 from detkit.utils.visualization import draw_detections
 
 IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
@@ -41,6 +41,10 @@ class OnnxDetector:
     Args:
         path: the ``.onnx`` file.
         threads: intra-op threads (0: onnxruntime's default).
+
+    Raises:
+        FileNotFoundError: naming ``path`` when it does not exist.
+        ValueError: naming ``path`` when onnxruntime cannot load it (truncated, corrupt, not an ONNX model).
     """
 
     def __init__(self, path: str, threads: int = 0) -> None:
@@ -49,7 +53,13 @@ class OnnxDetector:
             raise FileNotFoundError(f'ONNX model not found: {path}')
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
+        try:
+            self.session = ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
+        except Exception as err:  # onnxruntime's own exception types (InvalidProtobuf, Fail, InvalidGraph, ...)
+            reason = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+            raise ValueError(f'cannot load ONNX model {path} ({osp.getsize(path)} bytes): truncated, corrupt or not '
+                             f'an ONNX model ({reason}); export it again with tools/deployment/export_onnx.py'
+                             ) from None
         meta = self.session.get_modelmeta().custom_metadata_map
         self.classes: list[str] = json.loads(meta.get('detkit.classes', '[]'))
         self.batched = len(self.session.get_inputs()[0].shape) == 4
@@ -66,7 +76,10 @@ class OnnxDetector:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    detector = OnnxDetector(args.model, args.threads)
+    try:
+        detector = OnnxDetector(args.model, args.threads)
+    except ValueError as err:  # a file onnxruntime cannot load: one line naming it
+        raise SystemExit(str(err)) from None
     if osp.isdir(args.input):
         paths = sorted(osp.join(args.input, f) for f in os.listdir(args.input) if f.lower().endswith(IMAGE_EXTS))
         if not paths:
@@ -76,8 +89,14 @@ def main(argv: list[str] | None = None) -> None:
     else:
         raise SystemExit(f'input not found: {args.input}')
     single = len(paths) == 1 and args.out.lower().endswith(IMAGE_EXTS)
+    dsts = [args.out if single else osp.join(args.out, osp.basename(path)) for path in paths]
+    try:  # before the work: the outputs must be writable and must not be any of the inputs
+        check_not_inputs(dsts, [*paths, args.model], f'--out {args.out}')
+        check_writable(args.out, directory=not single, option='--out')
+    except OutputPathError as err:
+        raise SystemExit(str(err)) from None
     written = 0
-    for path in paths:
+    for path, dst in zip(paths, dsts):
         try:
             img = imread(path)
         except ImageLoadError as err:
@@ -87,9 +106,11 @@ def main(argv: list[str] | None = None) -> None:
         boxes, scores, labels = detector(img)
         ms = (time.perf_counter() - start) * 1e3
         vis = draw_detections(img, boxes, labels, scores, detector.classes or None, args.score_thr)
-        dst = args.out if single else osp.join(args.out, osp.basename(path))
         os.makedirs(osp.dirname(osp.abspath(dst)), exist_ok=True)
-        cv2.imwrite(dst, vis)
+        try:
+            imwrite(dst, vis)
+        except OSError as err:
+            raise SystemExit(str(err)) from None
         print(f'{path}: {int((scores >= args.score_thr).sum())} detections >= {args.score_thr} in {ms:.0f} ms '
               f'-> {dst}')
         written += 1

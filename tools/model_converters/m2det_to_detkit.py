@@ -17,12 +17,12 @@ import argparse
 import os
 import sys
 
-import torch
-
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..')))
 
+from detkit.engine.checkpoint import save_checkpoint  # noqa: E402
 from detkit.models.utils.converters import check_fits, convert_m2det_official  # noqa: E402
 from detkit.models.utils.weights import load_state_dict_file  # noqa: E402
+from detkit.utils.file_io import OutputPathError, check_output_file  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -31,14 +31,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument('dst', help='detkit checkpoint to write')
     parser.add_argument('--config', help='a detkit M2Det config whose model the weights must fit exactly (checked)')
     args = parser.parse_args(argv)
+    try:  # before the conversion: a writable destination that is not the source
+        check_output_file(args.dst, [args.src, args.config], 'dst')
+    except OutputPathError as err:
+        raise SystemExit(str(err)) from None
     state = convert_m2det_official(load_state_dict_file(args.src))
     if args.config:
         from detkit.registry import MODELS
         from detkit.utils import load_config
 
         check_fits(state, MODELS.build(load_config(args.config).model), args.src)
-    torch.save({'state_dict': state, 'meta': {'converted_from': os.path.basename(args.src), 'kind': 'm2det'}},
-               args.dst)
+    save_checkpoint({'state_dict': state, 'meta': {'converted_from': os.path.basename(args.src), 'kind': 'm2det'}},
+                    args.dst)
     print(f'wrote {len(state)} tensors to {args.dst}')
 
 

@@ -17,12 +17,12 @@ import argparse
 import os
 import sys
 
-import torch
-
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..')))
 
+from detkit.engine.checkpoint import save_checkpoint  # noqa: E402
 from detkit.models.utils.converters import check_fits, convert_mmdet  # noqa: E402
 from detkit.models.utils.weights import load_weight_file  # noqa: E402
+from detkit.utils.file_io import OutputPathError, check_output_file  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -31,6 +31,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument('dst', help='detkit checkpoint to write')
     parser.add_argument('--config', help='the detkit config whose model the weights must fit exactly (checked)')
     args = parser.parse_args(argv)
+    try:  # before the conversion: a writable destination that is not the source
+        check_output_file(args.dst, [args.src, args.config], 'dst')
+    except OutputPathError as err:
+        raise SystemExit(str(err)) from None
     src_state, src_meta = load_weight_file(args.src)
     state = convert_mmdet(src_state)
     if args.config:
@@ -42,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     classes = (src_meta.get('dataset_meta') or {}).get('classes') or src_meta.get('CLASSES')
     if classes:
         meta['dataset_meta'] = {'classes': tuple(str(c) for c in classes)}
-    torch.save({'state_dict': state, 'meta': meta}, args.dst)
+    save_checkpoint({'state_dict': state, 'meta': meta}, args.dst)
     print(f'wrote {len(state)} tensors to {args.dst}')
 
 

@@ -12,7 +12,7 @@ detkit's keys, refusing keys they do not know; :func:`check_fits` then says, key
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -187,20 +187,23 @@ def convert_mmdet(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
-def check_fits(state: Mapping[str, Tensor], model: nn.Module, source: str = 'the converted checkpoint') -> None:
+def check_fits(state: Mapping[str, Tensor], model: nn.Module, source: str = 'the converted checkpoint',
+               uncovered: Collection[str] = ()) -> None:
     """Raise a ``ValueError`` unless ``state`` has exactly ``model``'s keys, each with the model's shape.
 
     Args:
         state: converted weights.
         model: the detkit model they are for.
         source: what ``state`` came from, for the message (a file name).
+        uncovered: model keys that ``state`` may lack (layers no source of its kind holds, e.g. SSD's fc6 and fc7
+            for a torchvision VGG16, which keep their initialisation).
 
     Raises:
         ValueError: listing the model's keys missing from ``state``, the keys of ``state`` the model does not
             have, and the shape mismatches (the first 10 of each).
     """
     own = model.state_dict()
-    missing = [k for k in own if k not in state]
+    missing = [k for k in own if k not in state and k not in uncovered]
     unexpected = [k for k in state if k not in own]
     mismatched = [f'{k}: {tuple(state[k].shape)} vs model {tuple(own[k].shape)}'
                   for k in own if k in state and state[k].shape != own[k].shape]
