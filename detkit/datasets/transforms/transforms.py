@@ -173,6 +173,7 @@ class Expand:
         for box_key, _ in iter_box_fields(results):
             results[box_key] = results[box_key] + np.array([left, top, left, top], dtype=np.float32)
         update_orig_to_img(results, 1.0, 1.0, left, top)
+        clip_and_drop(results, clip=False)  # a box narrower than a float32 step at its new place is now empty
         return results
 
     def __repr__(self) -> str:
@@ -422,6 +423,7 @@ class RandomFlip:
             results[box_key] = boxes
         update_orig_to_img(results, -1.0 if hflip else 1.0, -1.0 if vflip else 1.0, w if hflip else 0.0,
                            h if vflip else 0.0)
+        clip_and_drop(results, clip=False)  # ``w - x`` rounds: a box narrower than a float32 step becomes empty
         return results
 
     def __repr__(self) -> str:

@@ -158,6 +158,18 @@ def test_resize_never_makes_a_side_of_zero_pixels(h, w, kwargs, size):
     np.testing.assert_allclose(r['gt_bboxes'], boxes * np.float32([sx, sy, sx, sy]), rtol=1e-6)
 
 
+@pytest.mark.parametrize('transform', [RandomFlip(prob=1.0), Expand(ratio_range=(2, 2), prob=1.0)])
+def test_flip_and_expand_drop_boxes_that_rounding_left_empty(transform):
+    """A box 1e-6 px wide (a float32 ulp at x = 10) becomes 0 px wide when mirrored or shifted: it goes, with its
+    label, as after Resize; the others stay."""
+    boxes = np.array([[10, 10, np.nextafter(np.float32(10), np.float32(11)), 20], [1, 2, 3, 4]], np.float32)
+    np.random.seed(0)  # Expand: the image goes 385 px right, where a float32 step is 3e-5 px
+    r = transform(dict(img=np.zeros((20, 640, 3), np.uint8), img_shape=(20, 640), gt_bboxes=boxes,
+                       gt_labels=np.array([0, 1])))
+    assert r['gt_labels'].tolist() == [1] and r['gt_bboxes'].shape == (1, 4)
+    assert (r['gt_bboxes'][:, 2:] - r['gt_bboxes'][:, :2] == 2).all()
+
+
 def test_resize_clips_and_drops_with_labels():
     r = Resize(scale=(50, 50))(dict(img=np.zeros((100, 100, 3), np.uint8), gt_bboxes=np.array(
         [[-10, 0, 40, 40], [100, 0, 130, 10], [0, 0, 200, 200]], np.float32), gt_labels=np.array([1, 2, 3])))
