@@ -12,8 +12,8 @@ data-loader workers do not copy it page by page through reference counting), run
 bad data:
 
 * problems found while parsing (malformed XML/JSON entry/TXT line, box outside the image, with ``x2 <= x1`` or
-  under 1 px wide or high, unreadable image header) skip or repair the item with ONE warning line naming the file and the reason, and
-  are counted in :attr:`BaseDetDataset.bad_items`;
+  under 1 px wide or high, unreadable image header) skip or repair the item with ONE warning line naming the file
+  and the reason, and are counted in :attr:`BaseDetDataset.bad_items`;
 * an image that fails to decode in ``__getitem__`` is warned about once, flagged (in shared memory, so the
   count is right with data-loader workers) and, in training, replaced by the next valid item; in
   ``test_mode`` a black placeholder image of the annotated size keeps the item so evaluation stays aligned

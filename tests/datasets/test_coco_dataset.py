@@ -150,7 +150,8 @@ def test_empty_categories_fail_at_build_time(tmp_path):
 
 
 def test_sub_pixel_boxes_are_dropped_with_a_warning(tmp_path, caplog):
-    """COCO's ``[x, y, w, h]`` with ``w`` or ``h`` under 1 px goes (as in mmdetection), crowd regions too; 1 px stays."""
+    """COCO's ``[x, y, w, h]`` with ``w`` or ``h`` under 1 px goes (as in mmdetection), crowd regions too; 1 px
+    stays."""
     anns = [ann(1, 11, 40, [1, 2, 0.5, 20]), ann(2, 11, 2, [5, 5, 4, 1]), ann(3, 11, 7, [0, 0, 50, 1e-6], iscrowd=1),
             ann(4, 5, 7, [3, 3, 3, 3])]
     with caplog.at_level(logging.WARNING, logger='detkit'):
