@@ -18,6 +18,7 @@ docs/design/deploy.md.
 from __future__ import annotations
 
 import torch
+import torch.fx
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
@@ -39,36 +40,89 @@ def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
             conv.bias.copy_(new_bias)
 
 
-def fold_batch_norms(model: nn.Module) -> int:
-    """Fold every eval-mode ``BatchNorm2d`` that directly follows a ``Conv2d`` into it, in place.
+def _foldable(bn: nn.Module) -> bool:
+    return (type(bn) is nn.BatchNorm2d and bn.track_running_stats and not bn.training
+            and bn.running_var is not None)
 
-    The pairs are those detkit's modules apply one after the other: consecutive children of an ``nn.Sequential``
-    (``ConvNormAct``, ResNet's downsample) and attributes named ``conv``/``bn`` or ``convK``/``bnK`` (ResNet's stem and
-    blocks). The batch norm becomes an ``nn.Identity``. Call it on a model in eval mode only: training would need
-    the batch statistics.
+
+def _only_module_user(node: torch.fx.Node) -> str | None:
+    """The module path of ``node``'s only user, if that user is a module call; else ``None``."""
+    users = list(node.users)
+    return users[0].target if len(users) == 1 and users[0].op == 'call_module' else None
+
+
+def _traced_pairs(root: nn.Module) -> list[tuple[str, str]] | None:
+    """``(conv, bn)`` paths (relative to ``root``) that ``root``'s forward always applies one right after the other,
+    from its ``torch.fx`` graph; ``None`` where ``root`` cannot be traced (no ``forward``, control flow on tensors).
+
+    A pair is proven sequential when every call of the conv feeds its output to the batch norm alone and every call
+    of the batch norm takes a call of that conv as its only input.
+    """
+    try:
+        graph = torch.fx.Tracer().trace(root)
+    except Exception:  # noqa: BLE001 - any failure means "not traceable": the caller traces the children instead
+        return None
+    calls: dict[str, list[torch.fx.Node]] = {}
+    for node in graph.nodes:
+        if node.op == 'call_module':
+            calls.setdefault(node.target, []).append(node)
+    pairs = []
+    for bn_path, bn_calls in calls.items():
+        if not _foldable(root.get_submodule(bn_path)):
+            continue
+        inputs = {call.args[0] for call in bn_calls if len(call.args) == 1 and not call.kwargs}
+        if len(inputs) != len(bn_calls) or not all(isinstance(i, torch.fx.Node) and i.op == 'call_module'
+                                                   for i in inputs):
+            continue  # some call reads something else, or two calls read the same output
+        conv_paths = {i.target for i in inputs}
+        if len(conv_paths) != 1:
+            continue
+        conv_path = conv_paths.pop()
+        if (isinstance(root.get_submodule(conv_path), nn.Conv2d)
+                and all(_only_module_user(call) == bn_path for call in calls[conv_path])):
+            pairs.append((conv_path, bn_path))
+    return pairs
+
+
+def fold_batch_norms(model: nn.Module) -> int:
+    """Fold every eval-mode ``BatchNorm2d`` that is proven to directly follow a ``Conv2d`` into it, in place.
+
+    The pairs come from the ``torch.fx`` graph of the module that applies them: the whole model where it traces,
+    else each child that traces (a backbone, a ResNet block, a ``ConvNormAct``), recursively. A pair is folded only
+    where every call of the conv feeds the batch norm alone and the batch norm reads nothing else; a batch norm
+    applied before a conv (a pre-activation block), after anything else, or inside a module that does not trace
+    and has no traceable child holding both, stays as it is. A folded batch norm becomes an ``nn.Identity``. Call
+    it on a model in eval mode only: training would need the batch statistics.
 
     Returns:
         The number of batch norms folded.
     """
+    parents: dict[int, set[int]] = {}  # module -> the modules holding it as a child (shared modules have several)
+    for module in model.modules():
+        for child in module.children():
+            parents.setdefault(id(child), set()).add(id(module))
     folded = 0
-    for module in list(model.modules()):
-        pairs: list[tuple[str, nn.Module, str, nn.Module]] = []
-        if isinstance(module, nn.Sequential):
-            children = list(module.named_children())
-            pairs += [(a, ma, b, mb) for (a, ma), (b, mb) in zip(children, children[1:])]
-        for name, child in module.named_children():
-            if name == 'conv' or (name.startswith('conv') and name[4:].isdigit()):
-                bn_name = 'bn' + name[4:]
-                if hasattr(module, bn_name):
-                    pairs.append((name, child, bn_name, getattr(module, bn_name)))
-        for _, conv, bn_name, bn in pairs:
-            if getattr(module, bn_name) is not bn:  # ConvNormAct matches both rules: fold once
+
+    def visit(root: nn.Module) -> None:
+        nonlocal folded
+        if not any(_foldable(m) for m in root.modules()):
+            return
+        pairs = _traced_pairs(root)
+        if pairs is None:
+            for child in root.children():
+                visit(child)
+            return
+        inside = {id(m) for m in root.modules()}
+        for conv_path, bn_path in pairs:
+            conv, bn = root.get_submodule(conv_path), root.get_submodule(bn_path)
+            if not parents[id(conv)] | parents[id(bn)] <= inside:  # also called from outside the traced graph
                 continue
-            if (isinstance(conv, nn.Conv2d) and type(bn) is nn.BatchNorm2d and bn.track_running_stats
-                    and not bn.training and bn.running_var is not None):
-                _fold(conv, bn)
-                setattr(module, bn_name, nn.Identity())
-                folded += 1
+            _fold(conv, bn)
+            parent, _, name = bn_path.rpartition('.')
+            setattr(root.get_submodule(parent), name, nn.Identity())
+            folded += 1
+
+    visit(model)
     return folded
 
 

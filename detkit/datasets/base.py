@@ -11,9 +11,9 @@ with boxes in **original-image** pixels (``x1, y1, x2, y2``, no +1) and labels `
 data-loader workers do not copy it page by page through reference counting), runs the pipeline and handles
 bad data:
 
-* problems found while parsing (malformed XML/JSON entry/TXT line, box outside the image or with ``x2 < x1``,
-  unreadable image header) skip or repair the item with ONE warning line naming the file and the reason, and
-  are counted in :attr:`BaseDetDataset.bad_items`;
+* problems found while parsing (malformed XML/JSON entry/TXT line, box outside the image, with ``x2 <= x1`` or
+  under 1 px wide or high, unreadable image header) skip or repair the item with ONE warning line naming the file
+  and the reason, and are counted in :attr:`BaseDetDataset.bad_items`;
 * an image that fails to decode in ``__getitem__`` is warned about once, flagged (in shared memory, so the
   count is right with data-loader workers) and, in training, replaced by the next valid item; in
   ``test_mode`` a black placeholder image of the annotated size keeps the item so evaluation stays aligned
@@ -47,6 +47,9 @@ BAD_BOX = 'invalid box (item repaired)'
 UNKNOWN_CLASS = 'unknown class (objects skipped)'
 ORPHAN_ANNOTATION = 'annotation of an image the file does not list (skipped)'
 
+#: the smallest width and height (pixels of the original image) that an annotated box keeps
+MIN_BOX_SIZE = 1.0
+
 #: warning lines printed per dataset and reason before the rest are only counted
 MAX_WARNINGS_PER_REASON = 20
 
@@ -59,10 +62,12 @@ def empty_ann() -> dict[str, np.ndarray]:
 
 def sanitize_boxes(boxes: np.ndarray, width: int | None, height: int | None) -> tuple[np.ndarray, np.ndarray,
                                                                                          list[str]]:
-    """Repair boxes read from an annotation file.
+    """Repair boxes read from an annotation file (COCO, VOC and TXT all come through here).
 
-    Boxes with non-finite values or ``x2 <= x1`` / ``y2 <= y1`` are dropped; boxes reaching outside a known
-    ``width x height`` image are clipped to it and dropped when nothing is left.
+    Boxes with non-finite values or ``x2 <= x1`` / ``y2 <= y1`` are dropped, and so are sub-pixel boxes, under
+    ``MIN_BOX_SIZE`` (1 px) wide or high: transforms would round them to 0 px, which no loss can learn from.
+    Boxes reaching outside a known ``width x height`` image are clipped to it and dropped when less than 1 px is
+    left.
 
     Args:
         boxes: ``(n, 4)`` float32 boxes in original-image pixels.
@@ -81,17 +86,28 @@ def sanitize_boxes(boxes: np.ndarray, width: int | None, height: int | None) -> 
     inverted = finite & ((boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1]))
     if inverted.any():
         problems.append(f'{int(inverted.sum())} box(es) with x2 <= x1 or y2 <= y1 dropped')
-    keep = finite & ~inverted
+    small = finite & ~inverted & ~_at_least_min_size(boxes)
+    if small.any():
+        problems.append(f'{int(small.sum())} box(es) under {MIN_BOX_SIZE:g} px wide or high dropped')
+    keep = finite & ~inverted & ~small
     if width is not None and height is not None and keep.any():
         outside = keep & ((boxes[:, 0] < 0) | (boxes[:, 1] < 0) | (boxes[:, 2] > width) | (boxes[:, 3] > height))
         if outside.any():
             np.clip(boxes[:, 0::2], 0, width, out=boxes[:, 0::2])
             np.clip(boxes[:, 1::2], 0, height, out=boxes[:, 1::2])
             empty = outside & ((boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1]))
+            small = outside & ~empty & ~_at_least_min_size(boxes)
+            dropped = [f'{int(empty.sum())} entirely outside'] if empty.any() else []
+            dropped += [f'{int(small.sum())} under {MIN_BOX_SIZE:g} px after clipping'] if small.any() else []
             problems.append(f'{int(outside.sum())} box(es) outside the {width}x{height} image clipped'
-                            + (f' ({int(empty.sum())} entirely outside, dropped)' if empty.any() else ''))
-            keep &= ~empty
+                            + (f' ({", ".join(dropped)}, dropped)' if dropped else ''))
+            keep &= ~empty & ~small
     return boxes[keep], keep, problems
+
+
+def _at_least_min_size(boxes: np.ndarray) -> np.ndarray:
+    """``(n,)`` bool: ``(n, 4)`` boxes at least ``MIN_BOX_SIZE`` wide and high."""
+    return ((boxes[:, 2] - boxes[:, 0]) >= MIN_BOX_SIZE) & ((boxes[:, 3] - boxes[:, 1]) >= MIN_BOX_SIZE)
 
 
 def _join(*parts: str | None) -> str:

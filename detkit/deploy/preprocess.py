@@ -119,18 +119,20 @@ def target_size(spec: PreprocessSpec, h: Any, w: Any) -> tuple[Any, Any]:
     """``(new_h, new_w)`` that ``Resize`` gives an ``h x w`` image.
 
     Keep-ratio sizes are computed with the arithmetic of :func:`~detkit.datasets.transforms.transforms.rescale_size`
-    (``factor = min(long / max(h, w), short / min(h, w))``, then ``side * factor`` rounded), in doubles: exactly
-    Python's result for Python ints, and, for the symbolic sizes of ``torch.export``, the same operations, which
-    :func:`detkit.deploy.onnx_export.export_onnx` exports in double precision (in float32 the floor rounding would
-    put ~6% of short sides one pixel below the Python pipeline's).
+    (``factor = min(long / max(h, w), short / min(h, w))``, then ``side * factor`` rounded, at least 1), in
+    doubles: exactly Python's result for Python ints, and, for the symbolic sizes of ``torch.export``, the same
+    operations, which :func:`detkit.deploy.onnx_export.export_onnx` exports in double precision (in float32 the
+    floor rounding would put ~6% of short sides one pixel below the Python pipeline's).
     """
     if not spec.keep_ratio:
         return spec.scale[1], spec.scale[0]
     long_edge, short_edge = max(spec.scale), min(spec.scale)
     factor = torch.sym_min(long_edge / torch.sym_max(h, w), short_edge / torch.sym_min(h, w))
     if spec.size_rounding == 'floor':
-        return math.floor(h * factor), math.floor(w * factor)
-    return math.floor(h * factor + 0.5), math.floor(w * factor + 0.5)
+        new_h, new_w = math.floor(h * factor), math.floor(w * factor)
+    else:
+        new_h, new_w = math.floor(h * factor + 0.5), math.floor(w * factor + 0.5)
+    return torch.sym_max(new_h, 1), torch.sym_max(new_w, 1)  # a side that rounds to 0 px is 1 px
 
 
 def preprocess(spec: PreprocessSpec, images: Tensor) -> tuple[Tensor, tuple[Any, Any], Tensor]:

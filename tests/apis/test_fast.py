@@ -21,6 +21,8 @@ from detkit.apis.fast import fold_batch_norms, make_fast
 from detkit.datasets.shapes import draw_shapes_image
 from detkit.deploy import build_graph, preprocess
 from detkit.models.backbones import ResNet
+from detkit.registry import MODELS
+from detkit.utils import load_config
 
 REPO = Path(__file__).resolve().parents[2]
 BOX_TOL, SCORE_TOL = 1e-2, 1e-4
@@ -63,6 +65,71 @@ def test_fold_batch_norms_keeps_resnet_outputs():
     assert not any(isinstance(m, nn.BatchNorm2d) for m in net.modules())
     for a, b in zip(out, ref):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * b.abs().max().item())
+
+
+class PreActivationNet(nn.Module):
+    """A stem conv, then a pre-activation residual block (He et al. 2016): ``bn1`` runs before ``conv1`` and
+    ``bn2`` right after it, so only ``conv1 -> bn2`` is a conv-then-batch-norm pair; the names pair wrongly."""
+
+    def __init__(self, c: int = 8) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, c, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(c)
+        self.conv1 = nn.Conv2d(c, c, 3, padding=1)
+        self.bn2 = nn.BatchNorm2d(c)
+        self.conv2 = nn.Conv2d(c, c, 3, padding=1)
+        self.channels_last = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        out = self.conv1(torch.relu(self.bn1(x)))
+        return x + self.conv2(torch.relu(self.bn2(out)))
+
+
+class BranchingNet(nn.Module):
+    """``conv``'s output feeds ``bn`` and a residual sum: folding would change the sum."""
+
+    def __init__(self, c: int = 8) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, c, 3, padding=1)
+        self.bn = nn.BatchNorm2d(c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        return self.bn(y) + y
+
+
+def test_fast_exact_folds_only_proven_sequential_pairs():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 16, 16)
+    net = PreActivationNet().eval()
+    randomise_norms(net)
+    with torch.no_grad():
+        ref = net(x)
+        fast = make_fast(net, 'exact')
+        out = fast(x)
+    assert type(net.bn1) is nn.BatchNorm2d and isinstance(net.bn2, nn.Identity)  # bn2 went into conv1
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
+    net = BranchingNet().eval()
+    randomise_norms(net)
+    with torch.no_grad():
+        ref = net(x)
+        assert fold_batch_norms(net) == 0
+        torch.testing.assert_close(net(x), ref, rtol=0, atol=0)
+    assert type(net.bn) is nn.BatchNorm2d
+
+
+@pytest.mark.parametrize('config, folded, left', [
+    ('configs/quickstart/ssd_shapes.py', 20, 0),  # ResNet-18: stem, 8 blocks x 2, 3 downsamples
+    ('configs/quickstart/retinanet_shapes.py', 20, 0),
+    ('configs/quickstart/m2det_shapes.py', 38, 1),  # the MLFPN's norm of the largest map follows no conv
+    ('configs/ssd/ssdlite_mobilenetv2_coco.py', 76, 0),  # MobileNetV2 and the SSDLite neck and head
+])
+def test_fold_batch_norms_counts_on_the_detectors(config, folded, left):
+    """The whole detector does not trace (the MLFPN checks shapes): its backbone, blocks and layers do."""
+    model = MODELS.build(load_config(REPO / config).model).eval()
+    assert fold_batch_norms(model) == folded
+    assert sum(type(m) is nn.BatchNorm2d for m in model.modules()) == left
 
 
 def test_make_fast_refuses_training_mode_and_unknown_modes():

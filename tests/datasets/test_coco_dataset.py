@@ -147,3 +147,18 @@ def test_empty_categories_fail_at_build_time(tmp_path):
     images = [dict(id=1, file_name='a.jpg', width=50, height=40)]
     with pytest.raises(ValueError, match=r'ann\.json.*"categories" list is empty'):
         build_dataset(write_coco(tmp_path, images, [], cats=[]))
+
+
+def test_sub_pixel_boxes_are_dropped_with_a_warning(tmp_path, caplog):
+    """COCO's ``[x, y, w, h]`` with ``w`` or ``h`` under 1 px goes (as in mmdetection), crowd regions too; 1 px
+    stays."""
+    anns = [ann(1, 11, 40, [1, 2, 0.5, 20]), ann(2, 11, 2, [5, 5, 4, 1]), ann(3, 11, 7, [0, 0, 50, 1e-6], iscrowd=1),
+            ann(4, 5, 7, [3, 3, 3, 3])]
+    with caplog.at_level(logging.WARNING, logger='detkit'):
+        ds = build_dataset(write_coco(tmp_path, IMAGES, anns))
+    assert ds.bad_items == {BAD_BOX: 1}
+    msgs = [r.getMessage() for r in caplog.records]
+    assert len(msgs) == 1 and '[a.jpg]' in msgs[0] and '2 box(es) under 1 px wide or high dropped' in msgs[0]
+    a = ds.get_ann_info(0)
+    np.testing.assert_array_equal(a['bboxes'], [[5, 5, 9, 6]])
+    assert a['labels'].tolist() == [0] and a['bboxes_ignore'].shape == (0, 4)

@@ -85,3 +85,43 @@ def test_a_utf8_bom_keeps_the_first_line(tmp_path):
     ds = build_dataset(cfg)
     assert [ds.get_data_info(i)['img_id'] for i in range(len(ds))] == ['p.jpg', 'q.jpg']
     assert not ds.bad_items
+
+
+def test_sub_pixel_boxes_are_dropped_with_a_warning(tmp_path, caplog):
+    """A box under 1 px wide or high (``10,10,10.000001,20``) is dropped and counted, like an inverted one; also
+    one that clipping leaves under 1 px; a box of exactly 1 px stays."""
+    cfg = write_txt(tmp_path, ['a.jpg 10,10,10.000001,20,0 4,4,9,9,1 0,5,8,5.5,2', 'b.jpg 5,5,6,6,0 -3,1,0.5,7,1'],
+                    {'a.jpg': (32, 32), 'b.jpg': (16, 16)})
+    with caplog.at_level(logging.WARNING, logger='detkit'):
+        ds = build_dataset(cfg)
+    assert ds.bad_items == {BAD_BOX: 2}
+    msgs = [r.getMessage() for r in caplog.records]
+    assert len(msgs) == 2
+    assert any('train.txt:1' in m and '2 box(es) under 1 px wide or high dropped' in m for m in msgs)
+    assert any('train.txt:2' in m and 'clipped' in m and '1 under 1 px after clipping, dropped' in m for m in msgs)
+    np.testing.assert_array_equal(ds.get_ann_info(0)['bboxes'], [[4, 4, 9, 9]])
+    np.testing.assert_array_equal(ds.get_ann_info(0)['labels'], [1])
+    np.testing.assert_array_equal(ds.get_ann_info(1)['bboxes'], [[5, 5, 6, 6]])
+
+
+def test_sub_pixel_box_through_the_quickstart_pipeline_keeps_the_loss_finite(tmp_path):
+    """The quickstart SSD's train pipeline (Resize to 192, a flip that once turned the box to 0 px wide) on a TXT
+    set with a sub-pixel box: only the real box reaches the loss, and the loss is finite."""
+    import torch
+
+    from detkit.registry import MODELS
+    from detkit.utils import load_config
+
+    config = load_config(os.path.join(os.path.dirname(__file__), '../../configs/quickstart/ssd_shapes.py'))
+    pipeline = [dict(step, prob=1.0) if step['type'] == 'RandomFlip' else step
+                for step in config.train_dataloader.dataset.pipeline]
+    cfg = write_txt(tmp_path, ['a.jpg 10,10,10.000001,20,0 100,100,200,200,1'], {'a.jpg': (480, 640)})
+    ds = build_dataset(dict(cfg, classes=config.classes, pipeline=pipeline))
+    item = ds[0]
+    assert item['meta']['flip'] and item['gt_labels'].tolist() == [1]
+    np.testing.assert_allclose(item['gt_bboxes'].numpy(), [[192 - 60, 40, 192 - 30, 80]], rtol=1e-6)
+    torch.manual_seed(0)
+    model = MODELS.build(config.model).train()
+    losses = model.loss(item['inputs'][None].repeat(2, 1, 1, 1),
+                        [dict(boxes=item['gt_bboxes'], labels=item['gt_labels'])] * 2)
+    assert all(torch.isfinite(v) for v in losses.values()), losses

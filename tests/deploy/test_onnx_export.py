@@ -135,13 +135,14 @@ def test_keep_ratio_preprocessing_is_the_python_pipelines(tmp_path, rounding):
     sess = session(tmp_path / 'pre.onnx')
     # sizes where the short side lands on 800 only in double precision, and ordinary ones
     sizes = [(1, 149), (143, 806), (149, 298), (299, 806), (105, 1302), (480, 640), (427, 640), (612, 612),
-             (500, 375), (333, 500), (1200, 1600)]
+             (500, 375), (333, 500), (1200, 1600), (1, 3000), (3000, 1), (1, 1500)]  # the last: a side of 1 px
     rng = np.random.default_rng(0)
     for h, w in sizes:
         img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
         x, scale, new_h, new_w = sess.run(None, {'image': img})
         expect_w, expect_h = rescale_size(w, h, (1333, 800), rounding)
         assert (int(new_h), int(new_w)) == (expect_h, expect_w), (h, w)
+        assert min(expect_h, expect_w) >= 1
         assert x.shape[2:] == (-(-expect_h // 32) * 32, -(-expect_w // 32) * 32)
         np.testing.assert_allclose(scale, np.float32([expect_w / w, expect_h / h]), rtol=0, atol=0)
         if min(h, w) >= 100:  # the Python pipeline's float path: OpenCV resize, then mean/std, then zero padding
@@ -288,3 +289,14 @@ def run_tool(name: str, *argv: str) -> str:
     finally:
         sys.argv = old
     return out.getvalue()
+
+
+@pytest.mark.parametrize('h, w, rounding, size', [(1, 3000, 'half_up', (1, 1333)), (3000, 1, 'half_up', (1333, 1)),
+                                                  (1, 1500, 'floor', (1, 1333))])
+def test_preprocess_never_makes_a_side_of_zero_pixels(h, w, rounding, size):
+    """The graph's keep-ratio resize clamps a side that rounds to 0 px to 1 px, as the Python pipeline does."""
+    spec = PreprocessSpec(scale=(1333, 800), keep_ratio=True, size_rounding=rounding, pad_size_divisor=32)
+    x, new_size, scale = preprocess(spec, torch.full((2, h, w, 3), 7, dtype=torch.uint8))
+    assert new_size == size and x.shape == (2, 3, -(-size[0] // 32) * 32, -(-size[1] // 32) * 32)
+    assert (x[:, :, :size[0], :size[1]] == 7).all()
+    assert scale.tolist() == [np.float32(size[1] / w), np.float32(size[0] / h)]

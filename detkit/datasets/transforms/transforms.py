@@ -173,6 +173,7 @@ class Expand:
         for box_key, _ in iter_box_fields(results):
             results[box_key] = results[box_key] + np.array([left, top, left, top], dtype=np.float32)
         update_orig_to_img(results, 1.0, 1.0, left, top)
+        clip_and_drop(results, clip=False)  # a box narrower than a float32 step at its new place is now empty
         return results
 
     def __repr__(self) -> str:
@@ -274,8 +275,9 @@ _SIZE_ROUNDING = ('half_up', 'floor')
 
 
 def _round_size(value: float, rounding: str) -> int:
-    """A scaled side length in whole pixels: ``'half_up'`` (mmcv) or ``'floor'`` (torch ``interpolate``)."""
-    return int(value + 0.5) if rounding == 'half_up' else math.floor(value)
+    """A scaled side length in whole pixels: ``'half_up'`` (mmcv) or ``'floor'`` (torch ``interpolate``), and at
+    least 1 (a 1 x 3000 image fit into 1333 x 800 keeps a row instead of becoming empty)."""
+    return max(1, int(value + 0.5) if rounding == 'half_up' else math.floor(value))
 
 
 def rescale_size(w: int, h: int, scale: tuple[int, int], rounding: str = 'half_up') -> tuple[int, int]:
@@ -293,7 +295,7 @@ def rescale_size(w: int, h: int, scale: tuple[int, int], rounding: str = 'half_u
             ``F.interpolate(scale_factor=..., recompute_scale_factor=True)`` (1066x800).
 
     Returns:
-        ``(new_w, new_h)``.
+        ``(new_w, new_h)``, each at least 1 (a side that would round to 0 px is 1 px).
     """
     if rounding not in _SIZE_ROUNDING:
         raise ValueError(f'rescale_size: rounding must be one of {_SIZE_ROUNDING}, got {rounding!r}')
@@ -321,7 +323,8 @@ class Resize:
             off). Load with ``LoadImageFromFile(to_float32=True)`` to resize floats.
         size_rounding: how a scaled side becomes whole pixels when the size is computed (``keep_ratio`` or
             ``scale_factor``): ``'half_up'`` (mmcv, mmdetection) or ``'floor'`` (torchvision's detection
-            transform); see :func:`rescale_size`.
+            transform); see :func:`rescale_size`. A computed side is at least 1 px; ``scale_factor`` records the
+            size actually made.
     """
 
     def __init__(self, scale: int | Sequence[int] | None = None, scale_factor: float | Sequence[float] | None = None,
@@ -420,6 +423,7 @@ class RandomFlip:
             results[box_key] = boxes
         update_orig_to_img(results, -1.0 if hflip else 1.0, -1.0 if vflip else 1.0, w if hflip else 0.0,
                            h if vflip else 0.0)
+        clip_and_drop(results, clip=False)  # ``w - x`` rounds: a box narrower than a float32 step becomes empty
         return results
 
     def __repr__(self) -> str:

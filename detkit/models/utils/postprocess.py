@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import difflib
+import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -23,6 +25,31 @@ def _closest(name: str, valid: tuple[str, ...] | list[str]) -> str:
     return f" (did you mean '{match[0]}'?)" if match else ''
 
 
+def _check_int(where: str, value: Any, meaning: str) -> None:
+    """``value`` must be an int (``bool`` is not one); ``meaning`` says what ``<= 0`` does."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f'{where} must be an int ({meaning}), got {value!r}')
+
+
+def _check_real(where: str, value: Any, low: float | None = None, high: float | None = None,
+                high_open: bool = False) -> None:
+    """``value`` must be a finite real number (not ``bool``) in ``[low, high]`` (``[low, high)`` if ``high_open``);
+    a bound left ``None`` is not checked."""
+    ok = not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
+    if ok and low is not None:
+        ok = value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        if low is None and high is None:
+            kind = 'a finite number'
+        elif high is None:
+            kind = f'>= {low}'
+        else:
+            kind = f"in [{low}, {high}{')' if high_open else ']'}"
+        raise ValueError(f'{where} must be {kind}, got {value!r}')
+
+
 @dataclass(frozen=True)
 class NMSConfig:
     """``test_cfg.nms``: class-aware hard NMS or soft-NMS.
@@ -32,6 +59,9 @@ class NMSConfig:
     * ``dict(type='soft_nms', method='linear'|'gaussian', sigma=0.5, iou_threshold=0.3, min_score=1e-3)``: scores
       decay instead (Bodla et al. 2017; see :func:`detkit.ops.batched_soft_nms`); detections keep their decayed
       scores, and those below ``min_score`` go.
+
+    ``iou_threshold`` is in ``[0, 1]``, ``min_score`` in ``[0, 1)``, ``sigma`` finite; every instance is checked
+    when made (:meth:`check`).
     """
 
     type: str = 'nms'
@@ -39,6 +69,30 @@ class NMSConfig:
     method: str = 'linear'
     sigma: float = 0.5
     min_score: float = 1e-3
+
+    def __post_init__(self) -> None:
+        self.check(self.__dict__)
+
+    @staticmethod
+    def check(values: Mapping[str, Any], where: str = 'test_cfg.nms') -> None:
+        """Every field's type and range, given all fields by name.
+
+        Raises:
+            ValueError: one line naming ``where.<field>`` and the value.
+        """
+        kind = values['type']
+        if kind not in _NMS_KEYS:
+            raise ValueError(f"{where}.type must be 'nms' or 'soft_nms', got {kind!r}"
+                             f"{_closest(str(kind), list(_NMS_KEYS))}")
+        _check_real(f'{where}.iou_threshold', values['iou_threshold'], 0, 1)
+        if kind == 'soft_nms':
+            method, sigma = values['method'], values['sigma']
+            if method not in _SOFT_METHODS:
+                raise ValueError(f'{where}.method must be one of {_SOFT_METHODS}, got {method!r}')
+            _check_real(f'{where}.sigma', sigma)
+            if method == 'gaussian' and not sigma > 0:
+                raise ValueError(f'{where}.sigma must be > 0 for the gaussian method, got {sigma!r}')
+            _check_real(f'{where}.min_score', values['min_score'], 0, 1, high_open=True)
 
     @classmethod
     def from_cfg(cls, cfg: Mapping[str, Any] | NMSConfig, where: str = 'test_cfg.nms') -> NMSConfig:
@@ -50,19 +104,15 @@ class NMSConfig:
         cfg = dict(cfg)
         kind = cfg.get('type', 'nms')
         if kind not in _NMS_KEYS:
-            raise ValueError(f"{where}.type must be 'nms' or 'soft_nms', got {kind!r}{_closest(str(kind), list(_NMS_KEYS))}")
+            raise ValueError(f"{where}.type must be 'nms' or 'soft_nms', got {kind!r}"
+                             f"{_closest(str(kind), list(_NMS_KEYS))}")
         unknown = sorted(set(cfg) - set(_NMS_KEYS[kind]))
         if unknown:
             hint = _closest(unknown[0], _NMS_KEYS[kind])
             raise ValueError(f'{where} has unknown key(s) {unknown}{hint} for type={kind!r}; it may hold '
                              f'{list(_NMS_KEYS[kind])}')
-        out = cls(type=kind, **{k: v for k, v in cfg.items() if k != 'type'})
-        if kind == 'soft_nms':
-            if out.method not in _SOFT_METHODS:
-                raise ValueError(f'{where}.method must be one of {_SOFT_METHODS}, got {out.method!r}')
-            if out.method == 'gaussian' and not out.sigma > 0:
-                raise ValueError(f'{where}.sigma must be > 0 for the gaussian method, got {out.sigma}')
-        return out
+        cls.check({f.name: cfg.get(f.name, f.default) for f in fields(cls)}, where)  # __post_init__: test_cfg.nms
+        return cls(**cfg)
 
 
 @dataclass(frozen=True)
@@ -70,7 +120,7 @@ class TestConfig:
     """A detector's post-processing (``test_cfg``), in the order it is applied to each image.
 
     Attributes:
-        score_thr: (anchor, class) pairs scoring at most this are dropped first.
+        score_thr: (anchor, class) pairs scoring at most this are dropped first (in ``[0, 1)``).
         nms_pre: the best candidates kept per feature level before NMS (``<= 0``: all).
         nms_pre_per_class: then the best candidates kept per class, over all levels (``<= 0``: all; torchvision's
             SSD keeps 400, with ``nms_pre=0``).
@@ -78,7 +128,9 @@ class TestConfig:
             even empty boxes).
         nms: :class:`NMSConfig`.
         max_per_class: detections kept per class after NMS (``<= 0``: all; M2Det keeps 50).
-        max_per_img: detections kept per image, the best by (decayed) score.
+        max_per_img: detections kept per image, the best by (decayed) score (``<= 0``: all).
+
+    The counts are ints, ``min_bbox_size`` a finite number; every instance is checked when made (:meth:`check`).
     """
 
     __test__ = False  # not a pytest test class, whatever its name
@@ -91,13 +143,33 @@ class TestConfig:
     max_per_class: int = 0
     max_per_img: int = 100
 
+    def __post_init__(self) -> None:
+        self.check(self.__dict__)
+
+    @staticmethod
+    def check(values: Mapping[str, Any], where: str = 'test_cfg') -> None:
+        """Every field's type and range, given all fields by name (``nms`` must be an :class:`NMSConfig`, itself
+        checked when made).
+
+        Raises:
+            ValueError: one line naming ``where.<field>`` and the value.
+        """
+        _check_real(f'{where}.score_thr', values['score_thr'], 0, 1, high_open=True)
+        for name in ('nms_pre', 'nms_pre_per_class', 'max_per_class', 'max_per_img'):
+            _check_int(f'{where}.{name}', values[name], '<= 0: all')
+        _check_real(f'{where}.min_bbox_size', values['min_bbox_size'])
+        if not isinstance(values['nms'], NMSConfig):
+            raise ValueError(f"{where}.nms must be a dict such as dict(type='nms', iou_threshold=0.5), "
+                             f"got {values['nms']!r}")
+
     @classmethod
     def from_cfg(cls, cfg: Mapping[str, Any] | TestConfig | None, defaults: TestConfig | Mapping[str, Any],
                  where: str = 'test_cfg') -> TestConfig:
         """``cfg`` over ``defaults`` (the head's published setting): keys left out keep the default.
 
         Raises:
-            ValueError: naming the unknown key and the closest valid one, or a malformed ``nms``.
+            ValueError: naming the unknown key and the closest valid one, or a field (``where.<field>``) whose
+                type or range is wrong, with its value.
         """
         base = defaults if isinstance(defaults, TestConfig) else cls.from_cfg(defaults, cls(), where)
         if cfg is None:
@@ -114,10 +186,8 @@ class TestConfig:
         values = dict(cfg)
         if 'nms' in values:
             values['nms'] = NMSConfig.from_cfg(values['nms'], f'{where}.nms')
-        out = replace(base, **values)
-        if out.score_thr < 0 or out.score_thr >= 1:
-            raise ValueError(f'{where}.score_thr must be in [0, 1), got {out.score_thr}')
-        return out
+        cls.check({**base.__dict__, **values}, where)  # under ``where``: __post_init__ names it test_cfg
+        return replace(base, **values)
 
 
 def _rank_within_class(labels: Tensor) -> Tensor:

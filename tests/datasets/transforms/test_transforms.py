@@ -142,6 +142,34 @@ def test_resize_rounding_rules_differ_where_documented():
         Resize(scale=(10, 10), size_rounding='ceil')
 
 
+@pytest.mark.parametrize('h, w, kwargs, size', [
+    (1, 3000, dict(scale=(1333, 800), keep_ratio=True), (1, 1333)),  # 1 x 1333/3000 = 0.44 rounds half up to 0
+    (3000, 1, dict(scale=(1333, 800), keep_ratio=True), (1333, 1)),
+    (1, 1500, dict(scale=(1333, 800), keep_ratio=True, size_rounding='floor'), (1, 1333)),  # the _tv config: 0.89
+    (1, 3, dict(scale_factor=0.3), (1, 1)),  # 0.3 -> 0, 0.9 -> 1
+])
+def test_resize_never_makes_a_side_of_zero_pixels(h, w, kwargs, size):
+    """A side that would round to 0 px is 1 px; the boxes and scale factors follow the size actually made."""
+    boxes = np.array([[0, 0, w / 2, h], [w / 4, 0, w, h / 2]], np.float32)
+    r = Resize(**kwargs)(dict(img=np.full((h, w, 3), 7, np.uint8), gt_bboxes=boxes, gt_labels=np.array([0, 1])))
+    assert r['img'].shape == (*size, 3) and r['img_shape'] == size and (r['img'] == 7).all()
+    sx, sy = r['scale_factor']
+    assert (sx, sy) == (size[1] / w, size[0] / h)
+    np.testing.assert_allclose(r['gt_bboxes'], boxes * np.float32([sx, sy, sx, sy]), rtol=1e-6)
+
+
+@pytest.mark.parametrize('transform', [RandomFlip(prob=1.0), Expand(ratio_range=(2, 2), prob=1.0)])
+def test_flip_and_expand_drop_boxes_that_rounding_left_empty(transform):
+    """A box 1e-6 px wide (a float32 ulp at x = 10) becomes 0 px wide when mirrored or shifted: it goes, with its
+    label, as after Resize; the others stay."""
+    boxes = np.array([[10, 10, np.nextafter(np.float32(10), np.float32(11)), 20], [1, 2, 3, 4]], np.float32)
+    np.random.seed(0)  # Expand: the image goes 385 px right, where a float32 step is 3e-5 px
+    r = transform(dict(img=np.zeros((20, 640, 3), np.uint8), img_shape=(20, 640), gt_bboxes=boxes,
+                       gt_labels=np.array([0, 1])))
+    assert r['gt_labels'].tolist() == [1] and r['gt_bboxes'].shape == (1, 4)
+    assert (r['gt_bboxes'][:, 2:] - r['gt_bboxes'][:, :2] == 2).all()
+
+
 def test_resize_clips_and_drops_with_labels():
     r = Resize(scale=(50, 50))(dict(img=np.zeros((100, 100, 3), np.uint8), gt_bboxes=np.array(
         [[-10, 0, 40, 40], [100, 0, 130, 10], [0, 0, 200, 200]], np.float32), gt_labels=np.array([1, 2, 3])))
