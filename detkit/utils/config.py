@@ -94,21 +94,24 @@ def parse_option_value(text: str) -> Any:
     """One ``--cfg-options`` value: mmengine's rules, plus ``dict(key=value, ...)``.
 
     As in mmengine: numbers, ``True``/``False``/``None``, bare words as strings, ``[a, b]`` lists, ``(a, b)``
-    tuples, ``a,b`` lists (spaces and outer quotes dropped). ``dict(type=Pretrained, checkpoint=x.pth)`` builds a
-    dict whose values follow the same rules (mmengine recursed without end on it).
+    tuples, ``a,b`` lists (outer quotes dropped). ``dict(type=Pretrained, checkpoint=x.pth)`` builds a dict whose
+    values follow the same rules (mmengine recursed without end on it). Spaces around an item, a bracket, a comma
+    or a ``=`` are dropped; spaces inside an item are kept (``/tmp/my data/``, ``big circle,square`` ->
+    ``['big circle', 'square']``), where mmengine removed every space.
 
     Raises:
         ValueError: brackets that do not balance, or a ``dict(...)`` entry that is not ``key=value``.
     """
-    text = text.strip('\'"').replace(' ', '')
+    text = text.strip().strip('\'"').strip()
     if text.count('(') != text.count(')') or text.count('[') != text.count(']'):
         raise ValueError('unbalanced brackets')
     if text.startswith('dict(') and _split_top_level(text) == [text] and text.endswith(')'):
         out = {}
         for item in _split_top_level(text[5:-1]):
-            if not item:
+            if not item.strip():
                 continue
             key, sep, value = item.partition('=')
+            key = key.strip()
             if not sep or not key.isidentifier():
                 raise ValueError(f'{item!r} is not key=value inside dict(...)')
             out[key] = parse_option_value(value)
@@ -118,7 +121,7 @@ def parse_option_value(text: str) -> Any:
         text = text[1:-1]
     elif ',' not in text:
         return _MMDictAction._parse_int_float_bool(text)
-    values = [parse_option_value(part) for part in _split_top_level(text) if part]
+    values = [parse_option_value(part) for part in _split_top_level(text) if part.strip()]
     return tuple(values) if is_tuple else values
 
 
@@ -131,6 +134,7 @@ class DictAction(_MMDictAction):
         options = copy.copy(getattr(namespace, self.dest, None) or {})
         for kv in values or []:
             key, sep, value = kv.partition('=')
+            key = key.strip()
             if not sep or not key:
                 parser.error(f'{option_string}: {kv!r} is not KEY=VALUE')
             try:

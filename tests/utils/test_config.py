@@ -127,3 +127,28 @@ def test_malformed_cfg_options_are_argument_errors(option, match, capsys):
     assert err.value.code == 2
     err_text = capsys.readouterr().err
     assert '--cfg-options' in err_text and match in err_text and option in err_text
+
+
+def _tool(relpath):
+    """A script under tools/ imported as a module (its ``main`` not run)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(Path(relpath).stem, REPO / relpath)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_cfg_options_keep_spaces_inside_values(config_tree):
+    # tools/test.py's own argument parser, as the shell hands it the words
+    args = _tool('tools/test.py').parse_args([
+        str(config_tree / 'child.py'), 'x.pth', '--cfg-options', 'data_root=/tmp/my data/',
+        'classes=big circle,square', 'sizes=1, 2', 'scale=( 512 , 320 )',
+        'model.backbone.init_cfg=dict(type=Pretrained, checkpoint=/w/my weights.pth)', 'names=[a b, "c d"]'])
+    opts = args.cfg_options
+    assert opts['data_root'] == '/tmp/my data/'
+    assert opts['classes'] == ['big circle', 'square']
+    assert opts['sizes'] == [1, 2] and opts['scale'] == (512, 320)  # spaces around items are not part of them
+    assert opts['model.backbone.init_cfg'] == dict(type='Pretrained', checkpoint='/w/my weights.pth')
+    assert opts['names'] == ['a b', 'c d']
+    cfg = load_config(config_tree / 'child.py', opts)
+    assert cfg.data_root == '/tmp/my data/' and cfg.classes == ['big circle', 'square']
