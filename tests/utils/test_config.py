@@ -152,3 +152,21 @@ def test_cfg_options_keep_spaces_inside_values(config_tree):
     assert opts['names'] == ['a b', 'c d']
     cfg = load_config(config_tree / 'child.py', opts)
     assert cfg.data_root == '/tmp/my data/' and cfg.classes == ['big circle', 'square']
+
+
+def test_a_base_cycle_is_named_in_order(tmp_path):
+    (tmp_path / 'sub').mkdir()
+    (tmp_path / 'a.py').write_text("_base_ = ['./sub/b.py']\nx = 1\n")
+    (tmp_path / 'sub' / 'b.py').write_text("_base_ = '../c.py'\ny = 2\n")
+    (tmp_path / 'c.py').write_text("_base_ = ['./a.py']\nz = 3\n")
+    (tmp_path / 'top.py').write_text("_base_ = ['./c.py']\n")
+    a, b, c = (str(tmp_path / p) for p in ('a.py', 'sub/b.py', 'c.py'))
+    with pytest.raises(ValueError) as err:
+        load_config(tmp_path / 'a.py')
+    assert f'{a} -> {b} -> {c} -> {a}' in str(err.value)
+    with pytest.raises(ValueError) as err:  # entered from outside the cycle
+        load_config(tmp_path / 'top.py')
+    assert f'{c} -> {a} -> {b} -> {c}' in str(err.value) and str(tmp_path / 'top.py') in str(err.value)
+    (tmp_path / 'self.py').write_text("_base_ = './self.py'\n")
+    with pytest.raises(ValueError, match='self.py -> .*self.py'):
+        load_config(tmp_path / 'self.py')
