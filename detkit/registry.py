@@ -149,6 +149,11 @@ def _forwarded_unexpected_argument(obj_cls: Any, err: TypeError) -> str | None:
     ``None``."""
     if not inspect.isclass(obj_cls):
         return None
+    try:
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in inspect.signature(obj_cls).parameters.values()):
+            return None  # its own signature was checked before the call: a base refusing is the class's bug
+    except (TypeError, ValueError):
+        return None
     found = re.fullmatch(r"(\S+)\.__init__\(\) got an unexpected keyword argument '(\w+)'", str(err))
     if found is None or found.group(1) not in {k.__qualname__ for k in obj_cls.__mro__}:
         return None

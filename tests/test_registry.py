@@ -105,6 +105,18 @@ def test_a_type_error_inside_a_constructor_is_not_rewritten():
     with pytest.raises(TypeError, match="multiple values for keyword argument 'a'"):
         reg.build(dict(type='Strict', size=1))
 
+    class Base:
+        def __init__(self):
+            pass
+
+    @reg.register_module()
+    class PassesOnWhatItTakes(Base):
+        def __init__(self, size: int = 1):
+            super().__init__(size=size)  # the class's own bug, not the config's
+
+    with pytest.raises(TypeError, match=r"^.*Base.__init__\(\) got an unexpected keyword argument 'size'$"):
+        reg.build(dict(type='PassesOnWhatItTakes', size=2))
+
 
 def test_an_argument_forwarded_through_kwargs_is_named_with_the_component():
     reg = Registry('toy part', scope='detkit_test')
