@@ -130,6 +130,8 @@ class BaseDetDataset(Dataset):
 
     #: default metainfo; subclasses set ``classes``
     METAINFO: dict[str, Any] = dict(classes=())
+    #: the keys of the ``metainfo`` argument that the constructor accepts
+    METAINFO_KEYS = ('classes', 'palette')
 
     def __init__(self, data_root: str = '', ann_file: str = '', data_prefix: dict[str, str] | None = None,
                  pipeline: Sequence[dict | Callable] = (), classes: Sequence[str] | None = None,
@@ -175,9 +177,6 @@ class BaseDetDataset(Dataset):
         # one flag per item, in shared memory so that data-loader workers report unreadable images to the
         # dataset object the engine holds (fork and spawn both keep the storage shared)
         self._bad_flags = torch.zeros(len(data_list), dtype=torch.uint8).share_memory_()
-
-    #: the ``metainfo`` keys the constructor accepts
-    METAINFO_KEYS = ('classes', 'palette')
 
     def _check_metainfo(self, metainfo: dict[str, Any] | None) -> dict[str, Any]:
         """A copy of the ``metainfo`` argument (``classes`` as a tuple), refusing keys nothing reads."""
