@@ -24,6 +24,8 @@ bad data:
 from __future__ import annotations
 
 import collections
+import collections.abc
+import difflib
 import logging
 import os
 import pickle
@@ -129,14 +131,38 @@ class BaseDetDataset(Dataset):
         test_mode: evaluation dataset: no filtering, unreadable images become placeholders instead of being
             replaced by other items.
         max_refetch: how many consecutive unreadable images ``__getitem__`` skips before it raises.
+        metainfo: mmdetection 3.x's spelling: ``dict(classes=(...))`` is ``classes=(...)`` (both may be given
+            when they are equal); a ``palette`` (one colour per class) is kept in :attr:`metainfo` (and so in a
+            checkpoint's ``dataset_meta``) but detkit's drawing does not use it. Other keys are refused.
+        backend_args: mmdetection 3.x's file-backend settings. ``None`` (local files, what every mmdetection 3.x
+            config carries) is accepted and means what detkit does; anything else is refused, since detkit reads
+            local files only.
+
+    Raises:
+        TypeError: ``classes`` is a string, or ``metainfo`` is not a dict.
+        ValueError: duplicate classes, no classes at all, ``classes`` and ``metainfo['classes']`` differ, a
+            ``metainfo`` key other than ``classes``/``palette``, or ``backend_args`` other than ``None``.
     """
 
     #: default metainfo; subclasses set ``classes``
     METAINFO: dict[str, Any] = dict(classes=())
+    #: the keys of the ``metainfo`` argument that the constructor accepts
+    METAINFO_KEYS = ('classes', 'palette')
 
     def __init__(self, data_root: str = '', ann_file: str = '', data_prefix: dict[str, str] | None = None,
                  pipeline: Sequence[dict | Callable] = (), classes: Sequence[str] | None = None,
-                 filter_empty_gt: bool = True, test_mode: bool = False, max_refetch: int = 50) -> None:
+                 filter_empty_gt: bool = True, test_mode: bool = False, max_refetch: int = 50,
+                 metainfo: dict[str, Any] | None = None, backend_args: dict[str, Any] | None = None) -> None:
+        name = type(self).__name__
+        if backend_args is not None:
+            raise ValueError(f'{name}: backend_args={backend_args!r} is not supported: detkit reads local files '
+                             'only (backend_args=None, or leave it out)')
+        metainfo = self._check_metainfo(metainfo)
+        if 'classes' in metainfo:
+            if classes is not None and not isinstance(classes, str) and tuple(classes) != metainfo['classes']:
+                raise ValueError(f"{name}: classes={tuple(classes)!r} and metainfo['classes']="
+                                 f"{metainfo['classes']!r} differ: give one of them")
+            classes = metainfo.pop('classes')
         self.data_root = os.fspath(data_root) if data_root else ''
         self.ann_file = self._abspath(ann_file)
         self.data_prefix = dict(data_prefix or {})
@@ -149,7 +175,7 @@ class BaseDetDataset(Dataset):
         self._classes_arg = tuple(classes) if classes is not None else None
         if self._classes_arg is not None and len(set(self._classes_arg)) != len(self._classes_arg):
             raise ValueError(f'{type(self).__name__}: classes has duplicates: {self._classes_arg}')
-        self._metainfo: dict[str, Any] = dict(self.METAINFO)
+        self._metainfo: dict[str, Any] = {**self.METAINFO, **metainfo}
         if self._classes_arg is not None:
             self._metainfo['classes'] = self._classes_arg
         self._load_problems: collections.Counter[str] = collections.Counter()
@@ -167,6 +193,24 @@ class BaseDetDataset(Dataset):
         # one flag per item, in shared memory so that data-loader workers report unreadable images to the
         # dataset object the engine holds (fork and spawn both keep the storage shared)
         self._bad_flags = torch.zeros(len(data_list), dtype=torch.uint8).share_memory_()
+
+    def _check_metainfo(self, metainfo: dict[str, Any] | None) -> dict[str, Any]:
+        """A copy of the ``metainfo`` argument (``classes`` as a tuple), refusing keys nothing reads."""
+        name = type(self).__name__
+        if metainfo is None:
+            return {}
+        if not isinstance(metainfo, collections.abc.Mapping):
+            raise TypeError(f'{name}: metainfo must be a dict such as dict(classes=(...)), got {metainfo!r}')
+        for key in metainfo:
+            if key not in self.METAINFO_KEYS:
+                close = difflib.get_close_matches(str(key), self.METAINFO_KEYS, n=1, cutoff=0.6)
+                hint = f'; did you mean {close[0]!r}?' if close else ''
+                raise ValueError(f'{name}: metainfo key {key!r} is not read by detkit{hint} (metainfo keys: '
+                                 f'{", ".join(self.METAINFO_KEYS)})')
+        out = dict(metainfo)
+        if 'classes' in out and out['classes'] is not None and not isinstance(out['classes'], str):
+            out['classes'] = tuple(out['classes'])
+        return out
 
     # ------------------------------------------------------------------ to implement
     def load_data_list(self) -> list[dict]:

@@ -52,7 +52,7 @@ class TxtDataset(BaseDetDataset):
                  pipeline: Sequence[dict | Callable] = (), classes: Sequence[str] | None = None,
                  filter_empty_gt: bool = True, test_mode: bool = False, skip_unknown_classes: bool = False,
                  **kwargs) -> None:
-        if not classes:
+        if not classes and not (isinstance(kwargs.get('metainfo'), dict) and kwargs['metainfo'].get('classes')):
             raise ValueError('TxtDataset: classes=(...) is required: the "cls" field of each box indexes it')
         self.skip_unknown_classes = skip_unknown_classes
         super().__init__(data_root=data_root, ann_file=ann_file,

@@ -7,8 +7,9 @@ if it were absent. :func:`check_config` runs before anything heavy (the :class:`
 * **Top level.** :data:`TOP_LEVEL_KEYS` are the keys the engine and the tools read. Any other name is a helper
   variable of the config file (``input_size``, ``mean``, ``classes``, ``train_pipeline``, ...), which the
   file's own entries use and nothing reads directly, so it is allowed, unless it is a close match of a key
-  (``difflib`` ratio >= :data:`CLOSE_MATCH`: a typo) or an mmengine key that detkit does not honour
-  (:data:`UNSUPPORTED_KEYS`). ``log_level`` sets the ``detkit`` logger's level; ``default_scope`` may only be
+  (``difflib`` ratio >= :data:`CLOSE_MATCH`: a typo), an mmengine key that detkit does not honour or an
+  mmdetection 2.x key (``runner``, ``optimizer``, ``lr_config``, ``data``, ...: :data:`UNSUPPORTED_KEYS`, each
+  with what to write instead). ``log_level`` sets the ``detkit`` logger's level; ``default_scope`` may only be
   ``'detkit'``.
 * **Sections.** Inside the engine's sections (``train_cfg``, ``default_hooks`` and each hook, ``env_cfg``,
   ``auto_scale_lr``, ``optim_wrapper`` with its ``optimizer``, ``clip_grad`` and ``paramwise_cfg``, each
@@ -31,7 +32,7 @@ from .data import LOADER_KEYS
 from .logger import log_level_value
 from .optimizers import PARAMWISE_KEYS
 
-__all__ = ['ConfigKeyError', 'check_config', 'TOP_LEVEL_KEYS', 'UNSUPPORTED_KEYS', 'CLOSE_MATCH']
+__all__ = ['ConfigKeyError', 'check_config', 'TOP_LEVEL_KEYS', 'UNSUPPORTED_KEYS', 'MMDET2_KEYS', 'CLOSE_MATCH']
 
 #: top-level keys read by detkit.engine.Trainer, tools/train.py and tools/test.py (and custom_imports, which
 #: mmengine's Config.fromfile imports)
@@ -42,7 +43,8 @@ TOP_LEVEL_KEYS = frozenset({
     'custom_imports',
 })
 
-#: mmengine runner keys that detkit does not honour, and what to use instead
+#: top-level keys that detkit refuses, and what to use instead: mmengine runner keys that detkit does not honour
+#: and the mmdetection 2.x keys of :data:`MMDET2_KEYS`
 UNSUPPORTED_KEYS = {
     'custom_hooks': 'detkit has no hooks: the Trainer logs, checkpoints and evaluates itself '
                     '(default_hooks.logger, default_hooks.checkpoint, train_cfg.val_interval)',
@@ -55,6 +57,27 @@ UNSUPPORTED_KEYS = {
     'data_preprocessor': 'normalisation and padding are pipeline transforms (Normalize, Pad)',
     'experiment_name': 'logs are named by their start time in work_dir',
 }
+
+#: mmdetection 2.x keys (which 3.x replaced) and what mmdetection 3.x and detkit write instead
+MMDET2_KEYS = {
+    'runner': "train_cfg=dict(max_epochs=N) (runner.max_epochs; detkit trains by epochs only)",
+    'optimizer': "optim_wrapper=dict(optimizer=dict(type='SGD', lr=..., momentum=..., weight_decay=...)) "
+                 '(the same arguments, one level down)',
+    'optimizer_config': 'optim_wrapper.clip_grad=dict(max_norm=...) (optimizer_config.grad_clip)',
+    'lr_config': "param_scheduler=[dict(type='LinearLR', start_factor=..., by_epoch=False, begin=0, end=500), "
+                 "dict(type='MultiStepLR', by_epoch=True, milestones=[8, 11])] (warmup_ratio -> start_factor, "
+                 'warmup_iters -> end, step -> milestones)',
+    'data': "train_dataloader=dict(batch_size=samples_per_gpu, num_workers=workers_per_gpu, dataset=data.train), "
+            'and val_dataloader / test_dataloader the same way from data.val / data.test',
+    'evaluation': "val_evaluator=dict(type='VOCMetric') or dict(type='CocoMetric', metric='bbox') (evaluation.metric), "
+                  'train_cfg.val_interval (evaluation.interval) and default_hooks.checkpoint.save_best '
+                  '(evaluation.save_best)',
+    'checkpoint_config': 'default_hooks.checkpoint=dict(interval=..., max_keep_ckpts=...)',
+    'log_config': 'default_hooks.logger=dict(interval=...) (a TensorboardLoggerHook is default_hooks.logger.tensorboard'
+                  '=True)',
+}
+UNSUPPORTED_KEYS.update({key: f"it is mmdetection 2.x's; mmdetection 3.x and detkit write {instead}"
+                         for key, instead in MMDET2_KEYS.items()})
 
 #: a top-level name this similar to a known key is taken for a typo of it
 CLOSE_MATCH = 0.8

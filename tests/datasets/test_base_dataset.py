@@ -95,3 +95,35 @@ def test_a_truncated_jpeg_is_warned_about_once_with_its_path_and_counted(tmp_pat
     assert len(msgs) == 1 and 'a.jpg' in msgs[0] and 'truncated JPEG' in msgs[0]
     assert ds.bad_items == {BAD_IMAGE: 1}
     assert 'Premature end' not in capfd.readouterr().err
+
+
+@pytest.mark.parametrize('fmt', ['voc', 'coco', 'txt'])
+def test_mmdetection_3_metainfo_and_backend_args_mean_the_same(shapes_root, fmt):
+    """``metainfo=dict(classes=...)`` is ``classes=...``; ``backend_args=None`` (local files) is accepted."""
+    cfg = shapes_dataset_cfg(shapes_root, fmt)
+    classes = tuple(reversed(cfg.pop('classes')))  # another order: labels must follow it
+    plain = build_dataset(dict(cfg, classes=classes))
+    palette = [(i, 2, 3) for i in range(len(classes))]
+    mm3 = build_dataset(dict(cfg, metainfo=dict(classes=list(classes), palette=palette),
+                             backend_args=None))
+    assert mm3.metainfo['classes'] == plain.metainfo['classes'] == classes
+    assert mm3.metainfo['palette'] == palette
+    assert len(mm3) == len(plain) > 0
+    for i in range(len(plain)):
+        assert np.array_equal(mm3.get_ann_info(i)['labels'], plain.get_ann_info(i)['labels'])
+        assert np.array_equal(mm3.get_ann_info(i)['bboxes'], plain.get_ann_info(i)['bboxes'])
+    assert build_dataset(dict(cfg, classes=classes, metainfo=dict(classes=classes))).metainfo['classes'] == classes
+
+
+@pytest.mark.parametrize('extra,match', [
+    (dict(classes=('circle',), metainfo=dict(classes=('square',))),
+     r"VOCDataset: classes=\('circle',\) and metainfo\['classes'\]=\('square',\) differ"),
+    (dict(metainfo=dict(clases=('circle',))), r"VOCDataset: metainfo key 'clases' is not read.*did you mean 'classes'"),
+    (dict(metainfo=('circle',)), r"VOCDataset: metainfo must be a dict such as dict\(classes=\(...\)\)"),
+    (dict(backend_args=dict(backend='petrel')), r"VOCDataset: backend_args=\{'backend': 'petrel'\} is not supported"),
+])
+def test_metainfo_and_backend_args_that_mean_something_else_are_refused(shapes_root, extra, match):
+    cfg = shapes_dataset_cfg(shapes_root, 'voc')
+    cfg.pop('classes')
+    with pytest.raises((ValueError, TypeError), match=match):
+        build_dataset(dict(cfg, **extra))

@@ -94,3 +94,24 @@ def test_every_shipped_config_passes():
     assert configs
     for path in configs:
         check_config(load_config(path))
+
+
+@pytest.mark.parametrize('key,value,match', [
+    ('runner', dict(type='EpochBasedRunner', max_epochs=12), r"train_cfg=dict\(max_epochs="),
+    ('optimizer', dict(type='SGD', lr=0.02), r"optim_wrapper=dict\(optimizer=dict\(type='SGD'"),
+    ('optimizer_config', dict(grad_clip=dict(max_norm=35)), r"optim_wrapper.clip_grad=dict\(max_norm="),
+    ('lr_config', dict(policy='step', step=[8, 11]), r"param_scheduler=\[.*MultiStepLR"),
+    ('data', dict(samples_per_gpu=2, train=dict(type='VOCDataset')),
+     r"train_dataloader=dict\(batch_size=.*dataset=.*val_dataloader.*test_dataloader"),
+    ('evaluation', dict(interval=1, metric='mAP'), r"val_evaluator=dict\(type='VOCMetric'.*train_cfg.val_interval"),
+    ('checkpoint_config', dict(interval=1), r"default_hooks.checkpoint=dict\(interval="),
+    ('log_config', dict(interval=50), r"default_hooks.logger=dict\(interval="),
+])
+def test_mmdetection_2_keys_are_refused_with_their_3_equivalent(tmp_path, key, value, match):
+    cfg = _cfg(tmp_path)
+    cfg[key] = value
+    with pytest.raises(ConfigKeyError,
+                       match=rf"'{key}' is not supported by detkit: it is mmdetection 2.x's; .*{match}") as err:
+        Trainer.from_config(cfg)
+    assert '\n' not in str(err.value)  # one line
+    assert not list(tmp_path.iterdir())

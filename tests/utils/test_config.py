@@ -127,3 +127,46 @@ def test_malformed_cfg_options_are_argument_errors(option, match, capsys):
     assert err.value.code == 2
     err_text = capsys.readouterr().err
     assert '--cfg-options' in err_text and match in err_text and option in err_text
+
+
+def _tool(relpath):
+    """A script under tools/ imported as a module (its ``main`` not run)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(Path(relpath).stem, REPO / relpath)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_cfg_options_keep_spaces_inside_values(config_tree):
+    # tools/test.py's own argument parser, as the shell hands it the words
+    args = _tool('tools/test.py').parse_args([
+        str(config_tree / 'child.py'), 'x.pth', '--cfg-options', 'data_root=/tmp/my data/',
+        'classes=big circle,square', 'sizes=1, 2', 'scale=( 512 , 320 )',
+        'model.backbone.init_cfg=dict(type=Pretrained, checkpoint=/w/my weights.pth)', 'names=[a b, "c d"]'])
+    opts = args.cfg_options
+    assert opts['data_root'] == '/tmp/my data/'
+    assert opts['classes'] == ['big circle', 'square']
+    assert opts['sizes'] == [1, 2] and opts['scale'] == (512, 320)  # spaces around items are not part of them
+    assert opts['model.backbone.init_cfg'] == dict(type='Pretrained', checkpoint='/w/my weights.pth')
+    assert opts['names'] == ['a b', 'c d']
+    cfg = load_config(config_tree / 'child.py', opts)
+    assert cfg.data_root == '/tmp/my data/' and cfg.classes == ['big circle', 'square']
+
+
+def test_a_base_cycle_is_named_in_order(tmp_path):
+    (tmp_path / 'sub').mkdir()
+    (tmp_path / 'a.py').write_text("_base_ = ['./sub/b.py']\nx = 1\n")
+    (tmp_path / 'sub' / 'b.py').write_text("_base_ = '../c.py'\ny = 2\n")
+    (tmp_path / 'c.py').write_text("_base_ = ['./a.py']\nz = 3\n")
+    (tmp_path / 'top.py').write_text("_base_ = ['./c.py']\n")
+    a, b, c = (str(tmp_path / p) for p in ('a.py', 'sub/b.py', 'c.py'))
+    with pytest.raises(ValueError) as err:
+        load_config(tmp_path / 'a.py')
+    assert f'{a} -> {b} -> {c} -> {a}' in str(err.value)
+    with pytest.raises(ValueError) as err:  # entered from outside the cycle
+        load_config(tmp_path / 'top.py')
+    assert f'{c} -> {a} -> {b} -> {c}' in str(err.value) and str(tmp_path / 'top.py') in str(err.value)
+    (tmp_path / 'self.py').write_text("_base_ = './self.py'\n")
+    with pytest.raises(ValueError, match='self.py -> .*self.py'):
+        load_config(tmp_path / 'self.py')
