@@ -28,6 +28,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from mmengine.registry import Registry as _MMRegistry
+
+from detkit.utils.errors import ConfigKeyError, ConfigTypeError
 from mmengine.utils import ManagerMixin
 
 __all__ = [
@@ -69,13 +71,13 @@ class Registry(_MMRegistry):
         if not isinstance(cfg, dict):
             return super().build(cfg, *args, **kwargs)
         if 'type' not in cfg:
-            raise KeyError(f'cannot build from the {self.name!r} registry: the config has no "type" key '
+            raise ConfigKeyError(f'cannot build from the {self.name!r} registry: the config has no "type" key '
                            f'(keys: {sorted(cfg)})')
         obj_type = cfg['type']
         if isinstance(obj_type, str) and self.get(obj_type) is None:
             close = self.close_names(obj_type.split('.')[-1])
             hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ''
-            raise KeyError(f'{obj_type!r} is not registered in the {self.scope}::{self.name} registry.{hint} '
+            raise ConfigKeyError(f'{obj_type!r} is not registered in the {self.scope}::{self.name} registry.{hint} '
                            f'Registered names: {", ".join(self.registered_names())}')
         obj_cls = self.get(obj_type) if isinstance(obj_type, str) else obj_type
         default_args = args[0] if args else kwargs.get('default_args')
@@ -88,7 +90,7 @@ class Registry(_MMRegistry):
             bad = _forwarded_unexpected_argument(obj_cls, err)
             if bad is None or bad not in arguments:
                 raise
-            raise TypeError(self._argument_error(obj_cls, f'unexpected argument {bad!r}', bad)) from None
+            raise ConfigTypeError(self._argument_error(obj_cls, f'unexpected argument {bad!r}', bad)) from None
 
     def _check_arguments(self, obj_cls: Any, arguments: dict[str, Any]) -> None:
         """Raise the ``TypeError`` of the module docstring when ``arguments`` do not fit ``obj_cls``'s signature.
@@ -109,10 +111,10 @@ class Registry(_MMRegistry):
                    if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)}
         for key in arguments:
             if key not in by_name:
-                raise TypeError(self._argument_error(obj_cls, f'unexpected argument {key!r}', key)) from None
+                raise ConfigTypeError(self._argument_error(obj_cls, f'unexpected argument {key!r}', key)) from None
         for name, p in by_name.items():
             if p.default is inspect.Parameter.empty and name not in arguments:
-                raise TypeError(self._argument_error(obj_cls, f'missing argument {name!r}')) from None
+                raise ConfigTypeError(self._argument_error(obj_cls, f'missing argument {name!r}')) from None
 
     def _argument_error(self, obj_cls: Any, problem: str, wrong: str | None = None) -> str:
         """``'<scope>::<registry> <Type>: <problem>; did you mean <closest>? (<Type> takes: ...)'``."""

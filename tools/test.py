@@ -34,6 +34,7 @@ from detkit.utils.config import DictAction, load_config
 from detkit.utils.file_io import OutputPathError, check_not_inputs, check_output_file, check_writable, imwrite, \
     mirror_paths
 from detkit.utils.visualization import draw_detections
+from detkit.utils.errors import run_tool
 
 #: --eval name -> metric type registered in METRICS
 EVAL_METRICS = {'voc': 'VOCMetric', 'coco': 'CocoMetric'}
@@ -180,4 +181,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

@@ -13,6 +13,7 @@ import os.path as osp
 from detkit.engine import Trainer, destroy_dist, init_dist
 from detkit.engine.work_dir import WorkDirError, WorkDirLock, write_work_dir_file
 from detkit.utils.config import DictAction, load_config
+from detkit.utils.errors import run_tool
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -81,4 +82,4 @@ def _cuda_available() -> bool:
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

@@ -36,6 +36,9 @@ import torch
 from torch.utils.data import Dataset
 
 from .transforms import Compose, ImageLoadError, LoadImageFromFile
+from .transforms.loading import check_backend_args
+from detkit.utils.errors import ConfigError, ConfigTypeError
+
 
 __all__ = ['BaseDetDataset', 'empty_ann', 'sanitize_boxes', 'read_image_size', 'BAD_ANNOTATION', 'BAD_IMAGE', 'BAD_BOX',
            'UNKNOWN_CLASS', 'ORPHAN_ANNOTATION']
@@ -154,9 +157,7 @@ class BaseDetDataset(Dataset):
                  filter_empty_gt: bool = True, test_mode: bool = False, max_refetch: int = 50,
                  metainfo: dict[str, Any] | None = None, backend_args: dict[str, Any] | None = None) -> None:
         name = type(self).__name__
-        if backend_args is not None:
-            raise ValueError(f'{name}: backend_args={backend_args!r} is not supported: detkit reads local files '
-                             'only (backend_args=None, or leave it out)')
+        check_backend_args(backend_args, name)
         metainfo = self._check_metainfo(metainfo)
         if 'classes' in metainfo:
             if classes is not None and not isinstance(classes, str) and tuple(classes) != metainfo['classes']:
@@ -200,12 +201,12 @@ class BaseDetDataset(Dataset):
         if metainfo is None:
             return {}
         if not isinstance(metainfo, collections.abc.Mapping):
-            raise TypeError(f'{name}: metainfo must be a dict such as dict(classes=(...)), got {metainfo!r}')
+            raise ConfigTypeError(f'{name}: metainfo must be a dict such as dict(classes=(...)), got {metainfo!r}')
         for key in metainfo:
             if key not in self.METAINFO_KEYS:
                 close = difflib.get_close_matches(str(key), self.METAINFO_KEYS, n=1, cutoff=0.6)
                 hint = f'; did you mean {close[0]!r}?' if close else ''
-                raise ValueError(f'{name}: metainfo key {key!r} is not read by detkit{hint} (metainfo keys: '
+                raise ConfigError(f'{name}: metainfo key {key!r} is not read by detkit{hint} (metainfo keys: '
                                  f'{", ".join(self.METAINFO_KEYS)})')
         out = dict(metainfo)
         if 'classes' in out and out['classes'] is not None and not isinstance(out['classes'], str):

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 from detkit.utils.checkpoint_io import CheckpointError, load_checkpoint, load_model_weights
+from detkit.utils.errors import ConfigError
 
 __all__ = [
     'CheckpointError', 'save_checkpoint', 'load_checkpoint', 'load_model_weights', 'find_latest_checkpoint',
@@ -204,12 +205,12 @@ def check_checkpoint_classes(meta: dict[str, Any] | None, classes: Sequence[str]
         action: what is refused, for the message (``'resume from'``, ``'test'``).
 
     Raises:
-        ValueError: naming the checkpoint and both class lists.
+        ConfigError: a ``ValueError`` naming the checkpoint and both class lists.
     """
     trained = ((meta or {}).get('dataset_meta') or {}).get('classes')
     if not trained or not classes or list(trained) == list(classes):
         return
-    raise ValueError(
+    raise ConfigError(
         f'cannot {action} {os.fspath(checkpoint)}: it was trained on the classes {list(trained)}, the dataset has '
         f'{list(classes)} (label i is the i-th name, so another order or list gives wrong labels). Use the same '
         'classes in the same order; a new class list is a fine-tune: start a new run from its weights with '

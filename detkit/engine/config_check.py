@@ -27,6 +27,7 @@ from typing import Any, Union
 import torch
 
 from detkit.registry import OPTIMIZERS, PARAM_SCHEDULERS
+from detkit.utils.errors import ConfigKeyError
 
 from .data import LOADER_KEYS
 from .logger import log_level_value
@@ -81,13 +82,6 @@ UNSUPPORTED_KEYS.update({key: f"it is mmdetection 2.x's; mmdetection 3.x and det
 
 #: a top-level name this similar to a known key is taken for a typo of it
 CLOSE_MATCH = 0.8
-
-
-class ConfigKeyError(KeyError):
-    """A config key that nothing reads (a typo, or a setting detkit does not support)."""
-
-    def __str__(self) -> str:  # KeyError would print the repr of the message
-        return str(self.args[0]) if self.args else ''
 
 
 class _Only:

@@ -55,6 +55,7 @@ from tqdm import tqdm
 import detkit
 from detkit.datasets import find_dataset_attr
 from detkit.registry import MODELS
+from detkit.utils.errors import ConfigError
 
 from .checkpoint import (EPOCH_CKPT, check_checkpoint_classes, checkpoint_meta, find_latest_checkpoint,
                          list_epoch_checkpoints, load_checkpoint, load_model_weights, new_run_id, save_checkpoint,
@@ -144,7 +145,7 @@ def check_num_classes(model: nn.Module, classes: Sequence[str] | None, where: st
         ('model', getattr(model, 'num_classes', None))
     if not isinstance(num, int) or not classes or num == len(classes):
         return
-    raise ValueError(f'{owner}.num_classes is {num}, but the {where} has {len(classes)} classes {list(classes)}: '
+    raise ConfigError(f'{owner}.num_classes is {num}, but the {where} has {len(classes)} classes {list(classes)}: '
                      f'set {owner}.num_classes={len(classes)} (the foreground classes; the background is not '
                      'counted)')
 
@@ -488,7 +489,7 @@ class Trainer:
         """
         old_batch = meta.get('total_batch_size')
         if old_batch is not None and int(old_batch) != self.total_batch_size:
-            raise ValueError(
+            raise ConfigError(
                 f'cannot resume from {self.resume_from}: it was trained with a total batch size of {old_batch}, this '
                 f'run has {self.total_batch_size} ({self.world_size} process(es) x batch '
                 f'{self.train_loader.batch_size}); the iteration counter and the lr schedule would not match. '
@@ -496,7 +497,7 @@ class Trainer:
                 f'load_from={self.resume_from!r}')
         epoch, iteration = int(meta.get('epoch', 0)), int(meta.get('iter', 0))
         if old_batch is not None and epoch > 0 and iteration != epoch * self.iters_per_epoch:
-            raise ValueError(
+            raise ConfigError(
                 f'cannot resume from {self.resume_from}: it completed {epoch} epoch(s) in {iteration} iterations '
                 f'({iteration / epoch:g} per epoch), this run has {self.iters_per_epoch} per epoch (the training set '
                 'or drop_last changed); the lr schedule would not match. Start a new run from its weights with '

@@ -29,6 +29,8 @@ import socket
 import sys
 import time
 
+from detkit.utils.errors import DetkitError
+
 from .checkpoint import checkpoint_meta
 
 __all__ = ['LOCK_FILE', 'WorkDirError', 'WorkDirBusyError', 'WorkDirLock', 'tidy_work_dir', 'BEST_CKPT',
@@ -61,7 +63,7 @@ def _forget_inherited_locks() -> None:
 os.register_at_fork(after_in_child=_forget_inherited_locks)
 
 
-class WorkDirError(RuntimeError):
+class WorkDirError(DetkitError, RuntimeError):
     """A work dir that cannot be used: not creatable or writable, or a file detkit writes there is a link."""
 
 

@@ -25,10 +25,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from .errors import DetkitError
+
 __all__ = ['CheckpointError', 'read_torch_file', 'load_checkpoint', 'load_model_weights', 'describe_config']
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(DetkitError, RuntimeError):
     """A checkpoint file that cannot be read (truncated, corrupt, or holding objects other than tensors)."""
 
 

@@ -11,6 +11,8 @@ from typing import Any
 from mmengine.config import Config
 from mmengine.config import DictAction as _MMDictAction
 
+from .errors import ConfigError
+
 __all__ = ['Config', 'DictAction', 'load_config', 'parse_option_value']
 
 
@@ -37,7 +39,7 @@ def load_config(path: str | os.PathLike, cfg_options: dict[str, Any] | None = No
         raise FileNotFoundError(f'config file not found: {path}')
     cycle = _find_base_cycle(os.path.normpath(path), [], set())
     if cycle is not None:  # mmengine would recurse until a RecursionError
-        raise ValueError(f'config file {path}: its _base_ files inherit from each other in a cycle: '
+        raise ConfigError(f'config file {path}: its _base_ files inherit from each other in a cycle: '
                          + ' -> '.join(cycle))
     try:
         cfg = Config.fromfile(path)

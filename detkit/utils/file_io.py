@@ -15,11 +15,13 @@ from collections.abc import Iterable, Sequence
 import cv2
 import numpy as np
 
+from .errors import DetkitError
+
 __all__ = ['OutputPathError', 'check_not_inputs', 'check_writable', 'check_output_file', 'mirror_paths', 'imwrite',
            'open_video_writer']
 
 
-class OutputPathError(ValueError):
+class OutputPathError(DetkitError, ValueError):
     """An output path that must not or cannot be written; the message names it (and the input it would replace)."""
 
 

@@ -20,6 +20,7 @@ from detkit.apis.inference import find_dataset_cfg
 from detkit.datasets import build_dataset
 from detkit.utils.config import DictAction, load_config
 from detkit.utils.visualization import draw_detections
+from detkit.utils.errors import run_tool
 
 
 def find_normalize(dataset_cfg: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -75,4 +76,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

@@ -22,6 +22,7 @@ import sys
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..')))
 
 from detkit.datasets.shapes import STYLE_CLASSES, write_shapes  # noqa: E402
+from detkit.utils.errors import run_tool
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -66,4 +67,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

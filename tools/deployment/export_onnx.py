@@ -35,6 +35,7 @@ from detkit.datasets.transforms import imread
 from detkit.deploy import describe, export_onnx, optional_import, paired_differences
 from detkit.utils.config import DictAction
 from detkit.utils.file_io import OutputPathError, check_output_file
+from detkit.utils.errors import run_tool
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -121,4 +122,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

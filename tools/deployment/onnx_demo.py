@@ -21,6 +21,7 @@ from detkit.datasets.transforms import ImageLoadError, imread
 from detkit.deploy import optional_import
 from detkit.utils.file_io import OutputPathError, check_not_inputs, check_writable, imwrite
 from detkit.utils.visualization import draw_detections
+from detkit.utils.errors import run_tool
 
 IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 
@@ -119,4 +120,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

@@ -2,18 +2,20 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import cv2
 import numpy as np
 
 from detkit.registry import TRANSFORMS
+from detkit.utils.errors import ConfigError, DetkitError
 
 from .box_fields import apply_orig_to_img, clip_and_drop
 
 __all__ = ['ImageLoadError', 'LoadImageFromFile', 'LoadAnnotations', 'imread', 'jpeg_truncation']
 
 
-class ImageLoadError(OSError):
+class ImageLoadError(DetkitError, OSError):
     """An image file is missing, empty or cannot be decoded. Datasets catch it and use another item."""
 
     def __init__(self, path: str, reason: str) -> None:
@@ -124,6 +126,17 @@ def imread(path: str, color_type: str = 'color') -> np.ndarray:
     return img
 
 
+def check_backend_args(backend_args: dict[str, Any] | None, owner: str) -> None:
+    """Accept mmdetection 3.x's ``backend_args=None`` (local files, what every mmdetection 3.x config passes).
+
+    Raises:
+        ConfigError: naming ``owner`` for any other value: detkit reads local files only.
+    """
+    if backend_args is not None:
+        raise ConfigError(f'{owner}: backend_args={backend_args!r} is not supported: detkit reads local files only '
+                          '(backend_args=None, or leave it out)')
+
+
 @TRANSFORMS.register_module()
 class LoadImageFromFile:
     """Decode ``results['img_path']`` into ``results['img']``.
@@ -135,13 +148,16 @@ class LoadImageFromFile:
         to_float32: return a float32 image instead of uint8 (the fast photometric path needs uint8, so leave
             this off unless a custom transform needs floats).
         color_type: ``'color'`` (default) or ``'grayscale'`` (see :func:`imread`).
+        backend_args: mmdetection 3.x's file backend; only ``None`` (local files), see :func:`check_backend_args`.
 
     Raises:
         ImageLoadError: when the file is missing, a truncated JPEG or cannot be decoded (see :func:`imread`);
             datasets catch it, warn once, count the item in ``dataset.bad_items`` and return another item.
     """
 
-    def __init__(self, to_float32: bool = False, color_type: str = 'color') -> None:
+    def __init__(self, to_float32: bool = False, color_type: str = 'color',
+                 backend_args: dict[str, Any] | None = None) -> None:
+        check_backend_args(backend_args, 'LoadImageFromFile')
         if color_type not in _COLOR_FLAGS:
             raise ValueError(f'LoadImageFromFile: color_type must be one of {sorted(_COLOR_FLAGS)}, '
                              f'got {color_type!r}')

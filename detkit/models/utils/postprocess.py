@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from detkit.ops import batched_nms, batched_soft_nms
+from detkit.utils.errors import ConfigError
 
 __all__ = ['NMSConfig', 'TestConfig', 'multiclass_nms', 'top_k_per_class']
 
@@ -28,7 +29,7 @@ def _closest(name: str, valid: tuple[str, ...] | list[str]) -> str:
 def _check_int(where: str, value: Any, meaning: str) -> None:
     """``value`` must be an int (``bool`` is not one); ``meaning`` says what ``<= 0`` does."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f'{where} must be an int ({meaning}), got {value!r}')
+        raise ConfigError(f'{where} must be an int ({meaning}), got {value!r}')
 
 
 def _check_real(where: str, value: Any, low: float | None = None, high: float | None = None,
@@ -47,7 +48,7 @@ def _check_real(where: str, value: Any, low: float | None = None, high: float | 
             kind = f'>= {low}'
         else:
             kind = f"in [{low}, {high}{')' if high_open else ']'}"
-        raise ValueError(f'{where} must be {kind}, got {value!r}')
+        raise ConfigError(f'{where} must be {kind}, got {value!r}')
 
 
 @dataclass(frozen=True)
@@ -82,16 +83,16 @@ class NMSConfig:
         """
         kind = values['type']
         if kind not in _NMS_KEYS:
-            raise ValueError(f"{where}.type must be 'nms' or 'soft_nms', got {kind!r}"
+            raise ConfigError(f"{where}.type must be 'nms' or 'soft_nms', got {kind!r}"
                              f"{_closest(str(kind), list(_NMS_KEYS))}")
         _check_real(f'{where}.iou_threshold', values['iou_threshold'], 0, 1)
         if kind == 'soft_nms':
             method, sigma = values['method'], values['sigma']
             if method not in _SOFT_METHODS:
-                raise ValueError(f'{where}.method must be one of {_SOFT_METHODS}, got {method!r}')
+                raise ConfigError(f'{where}.method must be one of {_SOFT_METHODS}, got {method!r}')
             _check_real(f'{where}.sigma', sigma)
             if method == 'gaussian' and not sigma > 0:
-                raise ValueError(f'{where}.sigma must be > 0 for the gaussian method, got {sigma!r}')
+                raise ConfigError(f'{where}.sigma must be > 0 for the gaussian method, got {sigma!r}')
             _check_real(f'{where}.min_score', values['min_score'], 0, 1, high_open=True)
 
     @classmethod
@@ -100,16 +101,16 @@ class NMSConfig:
         if isinstance(cfg, NMSConfig):
             return cfg
         if not isinstance(cfg, Mapping):
-            raise ValueError(f"{where} must be a dict such as dict(type='nms', iou_threshold=0.5), got {cfg!r}")
+            raise ConfigError(f"{where} must be a dict such as dict(type='nms', iou_threshold=0.5), got {cfg!r}")
         cfg = dict(cfg)
         kind = cfg.get('type', 'nms')
         if kind not in _NMS_KEYS:
-            raise ValueError(f"{where}.type must be 'nms' or 'soft_nms', got {kind!r}"
+            raise ConfigError(f"{where}.type must be 'nms' or 'soft_nms', got {kind!r}"
                              f"{_closest(str(kind), list(_NMS_KEYS))}")
         unknown = sorted(set(cfg) - set(_NMS_KEYS[kind]))
         if unknown:
             hint = _closest(unknown[0], _NMS_KEYS[kind])
-            raise ValueError(f'{where} has unknown key(s) {unknown}{hint} for type={kind!r}; it may hold '
+            raise ConfigError(f'{where} has unknown key(s) {unknown}{hint} for type={kind!r}; it may hold '
                              f'{list(_NMS_KEYS[kind])}')
         cls.check({f.name: cfg.get(f.name, f.default) for f in fields(cls)}, where)  # __post_init__: test_cfg.nms
         return cls(**cfg)
@@ -159,7 +160,7 @@ class TestConfig:
             _check_int(f'{where}.{name}', values[name], '<= 0: all')
         _check_real(f'{where}.min_bbox_size', values['min_bbox_size'])
         if not isinstance(values['nms'], NMSConfig):
-            raise ValueError(f"{where}.nms must be a dict such as dict(type='nms', iou_threshold=0.5), "
+            raise ConfigError(f"{where}.nms must be a dict such as dict(type='nms', iou_threshold=0.5), "
                              f"got {values['nms']!r}")
 
     @classmethod
@@ -177,11 +178,11 @@ class TestConfig:
         if isinstance(cfg, TestConfig):
             return cfg
         if not isinstance(cfg, Mapping):
-            raise ValueError(f'{where} must be a dict, got {type(cfg).__name__}')
+            raise ConfigError(f'{where} must be a dict, got {type(cfg).__name__}')
         valid = tuple(f.name for f in fields(cls))
         unknown = sorted(set(cfg) - set(valid))
         if unknown:
-            raise ValueError(f'unknown {where} key(s) {unknown}{_closest(unknown[0], valid)}; {where} may hold '
+            raise ConfigError(f'unknown {where} key(s) {unknown}{_closest(unknown[0], valid)}; {where} may hold '
                              f'{list(valid)}')
         values = dict(cfg)
         if 'nms' in values:

@@ -173,3 +173,16 @@ def test_load_annotations_after_flip_and_expand(shared_jpegs):
     assert a['img'].shape == b['img'].shape
     np.testing.assert_allclose(a['gt_bboxes'], b['gt_bboxes'], atol=1e-3)
     np.testing.assert_allclose(a['gt_bboxes_ignore'], b['gt_bboxes_ignore'], atol=1e-3)
+
+
+def test_load_image_takes_mmdetection_3_backend_args_none_only(shared_jpegs):
+    """mmdetection 3.x pipelines write ``LoadImageFromFile(backend_args=backend_args)`` with ``None``: the same
+    image as without it; any other backend is refused by name (detkit reads local files only)."""
+    from detkit.registry import TRANSFORMS
+    from detkit.utils.errors import ConfigError
+
+    plain = LoadImageFromFile()(dict(img_path=shared_jpegs[0]))['img']
+    mmdet = TRANSFORMS.build(dict(type='LoadImageFromFile', backend_args=None))(dict(img_path=shared_jpegs[0]))['img']
+    assert np.array_equal(plain, mmdet)
+    with pytest.raises(ConfigError, match=r"LoadImageFromFile: backend_args=\{'backend': 'petrel'\} is not supported"):
+        TRANSFORMS.build(dict(type='LoadImageFromFile', backend_args=dict(backend='petrel')))
