@@ -3,7 +3,7 @@
 # synthetic shapes dataset on the CPU, as configs/quickstart/ssd_shapes.py.
 #   CONFIG=configs/quickstart/m2det_shapes.py make quickstart
 #
-# What the design came from (val mAP@0.5 on the hard shapes unless stated; README, "Quickstart"):
+# What the design came from (val mAP@0.5 on the hard shapes unless stated; docs/design/quickstart_recipes.md):
 #   TUMs on the stride-16 map (12x12 base: scales 12, 6, 3, 1; 760 anchors), batch 16, 12 epochs ..... 0.35
 #     (0.001 after 2 epochs whatever the TUMs, planes, lr or batch-norm momentum; late in training the 1x1 scale
 #     broke the batch norms, below)
@@ -14,7 +14,7 @@
 #   the same with 1 TUM ............................................................................... 0.83
 #   2 TUMs of 96 planes (14% less time per step), 10 epochs ......................................... 0.89
 #   the same, 8 epochs ........................................................ 0.82, 0.80 with seed 1 (simple 0.94)
-#   the same, 9 epochs (10 were on course for ~570 s end to end while the machine ran slow): shipped ... see README
+#   the same, 9 epochs (10 were on course for ~570 s end to end while the machine ran slow): shipped ... see docs/design/quickstart_recipes.md
 # A 1x1 TUM scale normalises over the batch alone (8 values per channel at batch 8): the running statistics stop
 # matching at test and mAP falls late in training (simple: 0.90 at epoch 6, 0.83 at epoch 8); see MLFPN.
 _base_ = ['../_base_/quickstart_shapes.py']  # data, 192 px pipeline, optimizer
