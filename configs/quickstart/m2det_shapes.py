@@ -14,7 +14,7 @@
 #   the same with 1 TUM ............................................................................... 0.83
 #   2 TUMs of 96 planes (14% less time per step), 10 epochs ......................................... 0.89
 #   the same, 8 epochs ........................................................ 0.82, 0.80 with seed 1 (simple 0.94)
-#   the same, 9 epochs (10 were on course for ~570 s end to end while the machine ran slow): shipped ... see docs/design/quickstart_recipes.md
+#   the same, 9 epochs (10 were on course for ~570 s end to end while the machine ran slow): shipped
 # A 1x1 TUM scale normalises over the batch alone (8 values per channel at batch 8): the running statistics stop
 # matching at test and mAP falls late in training (simple: 0.90 at epoch 6, 0.83 at epoch 8); see MLFPN.
 _base_ = ['../_base_/quickstart_shapes.py']  # data, 192 px pipeline, optimizer

@@ -20,7 +20,7 @@ input_size = 192  # the base's
 #   ResNet-18 at half width (base_channels=32), 1000 x 20 ........................................... 0.81 / -
 #   half width, 2500 x 8 (1256 iterations) ........................................................... 0.92 / -
 #   half width, levels at strides 16/32/64, float32, 2000 x 8 (the recipe until the hard style) ....... 0.90 / 0.72
-#   + a stride-8 level, bfloat16 autocast, 2000 x 12 (1500 iterations): shipped .......... see docs/design/quickstart_recipes.md
+#   + a stride-8 level, bfloat16 autocast, 2000 x 12 (1500 iterations): shipped (docs/design/quickstart_recipes.md)
 # so iterations beat width, fresh images beat epochs over the same ones, and the stride-8 level is what the small
 # hard objects need (0.39 against 0.29 after 2 epochs). A MobileNetV2 x0.5 with a depthwise head learned next to
 # nothing (0.07) in the first budget.
