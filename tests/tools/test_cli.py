@@ -1,16 +1,22 @@
 """The command-line tools end to end on the toy parts: train -> resume -> test -> demo -> curves -> browse,
 and distributed training through tools/dist_train.sh (torchrun, 2 CPU processes, gloo)."""
+import contextlib
 import glob
+import importlib.util
+import io
 import json
 import os
 import pickle
 import subprocess
 import sys
+import traceback
+import warnings
 
 import cv2
 import numpy as np
 import pytest
 import toy
+import torch
 from mmengine.config import Config
 
 from detkit.utils.config import load_config
@@ -27,8 +33,40 @@ def _env():
 
 
 def run_tool(*args, check=True):
-    proc = subprocess.run([sys.executable, *args], cwd=ROOT, env=_env(), capture_output=True, text=True,
-                          timeout=300)
+    """``python TOOL ARGS`` from the repository root, run in this process (``main(argv)`` of the script loaded
+    afresh): its exit status, stdout and stderr as a ``CompletedProcess``. A new interpreter would spend seconds
+    importing torch per call; what a process would show is kept: ``SystemExit`` gives the status (a message goes to
+    stderr with status 1), an exception its traceback with status 1, warnings go to stderr, and the torch thread
+    count and the working directory are restored afterwards."""
+    spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(args[0]))[0],
+                                                  os.path.join(ROOT, args[0]))
+    out, err = io.StringIO(), io.StringIO()
+    threads, cwd, argv0 = torch.get_num_threads(), os.getcwd(), sys.argv
+    code = 0
+    try:
+        os.chdir(ROOT)
+        sys.argv = [args[0]]  # argparse's prog name, as in the process
+        torch.set_num_threads(1)  # OMP_NUM_THREADS=1 of the tools' processes
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+            warnings.simplefilter('default')
+            warnings.showwarning = lambda msg, cat, file, line, *_: err.write(
+                warnings.formatwarning(msg, cat, file, line))
+            try:
+                module = importlib.util.module_from_spec(spec)
+                spec.loader.exec_module(module)
+                module.main(list(args[1:]))
+            except SystemExit as e:
+                if isinstance(e.code, str):
+                    err.write(e.code + '\n')
+                code = e.code if isinstance(e.code, int) else int(e.code is not None)
+            except Exception:  # noqa: BLE001 (what the interpreter does with an uncaught exception)
+                traceback.print_exc(file=err)
+                code = 1
+    finally:
+        os.chdir(cwd)
+        sys.argv = argv0
+        torch.set_num_threads(threads)
+    proc = subprocess.CompletedProcess([sys.executable, *args], code, out.getvalue(), err.getvalue())
     if check and proc.returncode != 0:
         raise AssertionError(f'{args[0]} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}')
     return proc
