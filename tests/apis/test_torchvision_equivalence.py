@@ -80,7 +80,7 @@ def ssd300(tmp_path_factory):
     return tv, init_detector(str(config), str(root / 'detkit.pth')), root / 'detkit.pth'
 
 
-@pytest.mark.slow  # two SSD300s on four photos: ~25 s on 2 cores
+@pytest.mark.slow  # two SSD300s on four photos (and the fixture's conversion)
 def test_ssd300_coco_tv_gives_torchvision_detections(ssd300, shared_jpegs):
     tv, model, _ = ssd300
     categories = torchvision.models.detection.SSD300_VGG16_Weights.COCO_V1.meta['categories']
@@ -94,7 +94,6 @@ def test_ssd300_coco_tv_gives_torchvision_detections(ssd300, shared_jpegs):
         assert box_diff < BOX_TOL and score_diff < SCORE_TOL, (path, box_diff, score_diff)
 
 
-@pytest.mark.slow
 def test_plain_ssd300_coco_does_not(ssd300, shared_jpegs):
     """ssd300_coco.py (mmdetection's mean, uint8 resize, unclipped anchors, 1000 per level) with the same weights
     moves torchvision's top detections by pixels: the reason the _tv config exists."""

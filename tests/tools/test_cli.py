@@ -223,6 +223,7 @@ def test_plot_curves_and_browse_dataset(trained):
     assert abs(float(np.median(shot)) - 90) < 6
 
 
+@pytest.mark.slow  # three processes import torch: torchrun and its two ranks
 def test_dist_train_sh_two_cpu_processes(trained):
     root, cfg, _, _ = trained
     work = root / 'dist'
