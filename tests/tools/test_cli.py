@@ -2,11 +2,11 @@
 and distributed training through tools/dist_train.sh (torchrun, 2 CPU processes, gloo)."""
 import contextlib
 import glob
-import importlib.util
 import io
 import json
 import os
 import pickle
+import runpy
 import subprocess
 import sys
 import traceback
@@ -33,28 +33,24 @@ def _env():
 
 
 def run_tool(*args, check=True):
-    """``python TOOL ARGS`` from the repository root, run in this process (``main(argv)`` of the script loaded
-    afresh): its exit status, stdout and stderr as a ``CompletedProcess``. A new interpreter would spend seconds
+    """``python TOOL ARGS`` from the repository root, run in this process (the script as ``__main__``, with
+    ``sys.argv``): its exit status, stdout and stderr as a ``CompletedProcess``. A new interpreter would spend seconds
     importing torch per call; what a process would show is kept: ``SystemExit`` gives the status (a message goes to
     stderr with status 1), an exception its traceback with status 1, warnings go to stderr, and the torch thread
-    count and the working directory are restored afterwards."""
-    spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(args[0]))[0],
-                                                  os.path.join(ROOT, args[0]))
+    count, ``sys.argv`` and the working directory are restored afterwards."""
     out, err = io.StringIO(), io.StringIO()
     threads, cwd, argv0 = torch.get_num_threads(), os.getcwd(), sys.argv
     code = 0
     try:
         os.chdir(ROOT)
-        sys.argv = [args[0]]  # argparse's prog name, as in the process
+        sys.argv = list(args)
         torch.set_num_threads(1)  # OMP_NUM_THREADS=1 of the tools' processes
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
             warnings.simplefilter('default')
             warnings.showwarning = lambda msg, cat, file, line, *_: err.write(
                 warnings.formatwarning(msg, cat, file, line))
             try:
-                module = importlib.util.module_from_spec(spec)
-                spec.loader.exec_module(module)
-                module.main(list(args[1:]))
+                runpy.run_path(os.path.join(ROOT, args[0]), run_name='__main__')
             except SystemExit as e:
                 if isinstance(e.code, str):
                     err.write(e.code + '\n')
