@@ -8,9 +8,9 @@ An HTML comment on the line(s) right above a block says how to treat it:
 - ``<!-- skip-test: REASON -->``: the block is not run (a download, a real dataset); use sparingly.
 
 Every other ``bash`` and ``python`` block runs (python blocks in their own process, each on its own);
-``text`` blocks (sample output, file trees) are not run, and other languages are refused. Blocks that export or start
-three Python processes are marked slow (they still run in CI); a block whose predecessor in the same tutorial did not
-succeed is skipped, naming it.
+``text`` blocks (sample output, file trees) are not run, and other languages are refused. Blocks that train or
+export are marked slow (they still run in CI); a block whose predecessor in the same tutorial did not succeed is
+skipped, naming it.
 """
 from __future__ import annotations
 
@@ -28,9 +28,8 @@ TUTORIALS = sorted((REPO / 'docs' / 'tutorials').glob('*.md'))
 RUNNABLE = ('bash', 'python')
 #: what a tutorial folder gets from the repository, so that commands run as they would from its root
 LINKED = ('configs', 'tools')
-#: a block that exports ONNX, or starts this many Python processes (each imports torch: seconds of CPU), takes more
-#: than 15 s of CPU time: the slow marker's meaning
-SLOW_EXPORT, SLOW_PROCESSES = 'export_onnx.py', 3
+#: blocks running any of these take more than 15 s of CPU time (the slow marker's meaning)
+SLOW_COMMANDS = ('tools/train.py', 'export_onnx.py')
 #: marker -> Block field
 MARKERS = {'test-file': 'file', 'test-requires': 'requires', 'skip-test': 'skip'}
 MARKER = re.compile(r'<!--\s*(' + '|'.join(MARKERS) + r'):\s*(.+?)\s*-->')
@@ -100,7 +99,7 @@ BLOCKS = [b for path in TUTORIALS for b in parse_blocks(path)]
 def block_params():
     for block in BLOCKS:
         if block.runs or block.file is not None:
-            slow = block.runs and (SLOW_EXPORT in block.code or block.code.count('python ') >= SLOW_PROCESSES)
+            slow = block.runs and any(c in block.code for c in SLOW_COMMANDS)
             yield pytest.param(block, id=block.name, marks=[pytest.mark.slow] if slow else [])
 
 
