@@ -27,8 +27,13 @@ detkit/.ext-built: $(EXT_SOURCES) setup.py compile.sh
 	PYTHON=$(PY) bash compile.sh
 	touch $@
 
+# pytest-xdist: one worker per core, a test file per worker at a time (module fixtures built once, files in order)
 test: install
-	$(PY) -m pytest -x -q tests
+	$(PY) -m pytest -x -q -n auto --dist loadfile tests
+
+# the same without the tests marked slow (more than 15 s of CPU time each; pytest.ini)
+test-fast: install
+	$(PY) -m pytest -x -q -n auto --dist loadfile -m "not slow" tests
 
 # generate the shapes dataset, train a small SSD on the CPU, evaluate (VOC table, COCO summary), demo, curves;
 # everything lands in work_dirs/quickstart/<config>_<style>/ (CONFIG=..., STYLE=simple|hard)

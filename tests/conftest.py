@@ -11,6 +11,15 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (``make test`` runs ``-n auto --dist loadfile``: a test file runs on one worker, in order)
+    each worker, and each process its tests start, runs torch on one intra-op thread: every worker with the default
+    pool would oversubscribe the cores."""
+    if os.environ.get('PYTEST_XDIST_WORKER'):
+        os.environ['OMP_NUM_THREADS'] = '1'
+        torch.set_num_threads(1)
+
+
 def shared_images_dir() -> Path:
     """The folder of the 4 shared COCO val2014 JPEGs.
 

@@ -10,6 +10,7 @@ detection is paired with the detkit detection of its class and nearest box (one 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
 import runpy
 import sys
@@ -22,6 +23,7 @@ import torch
 import torchvision
 
 from detkit.apis import inference_detector, init_detector
+from detkit.utils import load_config
 
 REPO = Path(__file__).resolve().parents[2]
 CONVERTER = REPO / 'tools' / 'model_converters' / 'torchvision_to_detkit.py'
@@ -78,7 +80,7 @@ def ssd300(tmp_path_factory):
     return tv, init_detector(str(config), str(root / 'detkit.pth')), root / 'detkit.pth'
 
 
-@pytest.mark.slow  # two SSD300s on four photos: ~25 s on 2 cores
+@pytest.mark.slow  # two SSD300s on four photos (and the fixture's conversion)
 def test_ssd300_coco_tv_gives_torchvision_detections(ssd300, shared_jpegs):
     tv, model, _ = ssd300
     categories = torchvision.models.detection.SSD300_VGG16_Weights.COCO_V1.meta['categories']
@@ -92,7 +94,6 @@ def test_ssd300_coco_tv_gives_torchvision_detections(ssd300, shared_jpegs):
         assert box_diff < BOX_TOL and score_diff < SCORE_TOL, (path, box_diff, score_diff)
 
 
-@pytest.mark.slow
 def test_plain_ssd300_coco_does_not(ssd300, shared_jpegs):
     """ssd300_coco.py (mmdetection's mean, uint8 resize, unclipped anchors, 1000 per level) with the same weights
     moves torchvision's top detections by pixels: the reason the _tv config exists."""
@@ -108,11 +109,27 @@ def test_plain_ssd300_coco_does_not(ssd300, shared_jpegs):
     assert gap.min(1).values.max() > 1.0  # pixels
 
 
-@pytest.mark.slow  # two RetinaNet-R50-FPNs at ~800x1066 on four photos: ~2 minutes on 2 loaded cores
+#: the short and long side the RetinaNet comparison resizes to on both sides (torchvision's min_size and max_size):
+#: half of the config's (800, 1333), a quarter of the pixels to run; the config's values are checked against
+#: torchvision's defaults separately
+RETINANET_SIZE = (400, 667)
+
+
+def test_retinanet_r50_fpn_coco_tv_resizes_as_torchvision_does_by_default():
+    cfg = load_config(REPO / 'configs' / 'retinanet' / 'retinanet_r50_fpn_coco_tv.py')
+    resize = cfg.test_dataloader.dataset.pipeline[1]
+    defaults = inspect.signature(torchvision.models.detection.RetinaNet).parameters
+    assert resize.type == 'Resize' and resize.keep_ratio and resize.size_rounding == 'floor'
+    assert tuple(resize.scale) == (defaults['max_size'].default, defaults['min_size'].default) == (1333, 800)
+
+
+@pytest.mark.slow
 def test_retinanet_r50_fpn_coco_tv_gives_torchvision_detections(tmp_path, shared_jpegs):
+    """The whole _tv pipeline (resize, normalise, pad, anchors, decoding, post-processing) at RETINANET_SIZE."""
     torch.manual_seed(0)
-    tv = torchvision.models.detection.retinanet_resnet50_fpn(weights=None, weights_backbone=None,
-                                                             num_classes=91).eval()
+    min_size, max_size = RETINANET_SIZE
+    tv = torchvision.models.detection.retinanet_resnet50_fpn(weights=None, weights_backbone=None, num_classes=91,
+                                                             min_size=min_size, max_size=max_size).eval()
     with torch.no_grad():
         # thousands of candidates above 0.05. (Random batch norm statistics would also be possible, but they blow up
         # the random box deltas: boxes thousands of pixels tall, clipped to the image, whose float32 rounding then
@@ -121,7 +138,8 @@ def test_retinanet_r50_fpn_coco_tv_gives_torchvision_detections(tmp_path, shared
     torch.save(tv.state_dict(), tmp_path / 'retinanet_resnet50_fpn.pth')
     config = REPO / 'configs' / 'retinanet' / 'retinanet_r50_fpn_coco_tv.py'
     convert('retinanet_resnet50_fpn', tmp_path / 'retinanet_resnet50_fpn.pth', tmp_path / 'detkit.pth', config)
-    model = init_detector(str(config), str(tmp_path / 'detkit.pth'))
+    model = init_detector(str(config), str(tmp_path / 'detkit.pth'),
+                          cfg_options={'test_dataloader.dataset.pipeline.1.scale': (max_size, min_size)})
     categories = torchvision.models.detection.RetinaNet_ResNet50_FPN_Weights.COCO_V1.meta['categories']
     assert model.dataset_meta['classes'] == tuple(categories)  # labels unchanged
     for path in shared_jpegs:

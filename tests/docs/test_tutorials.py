@@ -28,7 +28,7 @@ TUTORIALS = sorted((REPO / 'docs' / 'tutorials').glob('*.md'))
 RUNNABLE = ('bash', 'python')
 #: what a tutorial folder gets from the repository, so that commands run as they would from its root
 LINKED = ('configs', 'tools')
-#: blocks running any of these take seconds to tens of seconds each
+#: blocks running any of these take more than 15 s of CPU time (the slow marker's meaning)
 SLOW_COMMANDS = ('tools/train.py', 'export_onnx.py')
 #: marker -> Block field
 MARKERS = {'test-file': 'file', 'test-requires': 'requires', 'skip-test': 'skip'}

@@ -2,12 +2,7 @@
 import os
 import sys
 
-import pytest
 
 ENGINE_TESTS = os.path.dirname(os.path.abspath(__file__))
 if ENGINE_TESTS not in sys.path:
     sys.path.insert(0, ENGINE_TESTS)
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line('markers', 'slow: takes more than 30 s on two CPU cores (still run in CI)')

@@ -3,10 +3,6 @@ import pytest
 import torch
 
 
-def pytest_configure(config):
-    config.addinivalue_line('markers', 'slow: takes more than ~20 s on 2 CPU cores (still run in CI)')
-
-
 @pytest.fixture(autouse=True)
 def _one_torch_thread():
     """Run each model test on one intra-op thread.

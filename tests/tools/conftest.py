@@ -12,10 +12,6 @@ if ENGINE_TESTS not in sys.path:
     sys.path.insert(0, ENGINE_TESTS)
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line('markers', 'slow: takes more than 30 s on two CPU cores (still run in CI)')
-
-
 @pytest.fixture(scope='session')
 def load_tool():
     """``load_tool('tools/x/y.py')``: that script imported as a module named ``y`` (its ``main`` not run)."""

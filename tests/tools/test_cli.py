@@ -1,16 +1,22 @@
 """The command-line tools end to end on the toy parts: train -> resume -> test -> demo -> curves -> browse,
 and distributed training through tools/dist_train.sh (torchrun, 2 CPU processes, gloo)."""
+import contextlib
 import glob
+import io
 import json
 import os
 import pickle
+import runpy
 import subprocess
 import sys
+import traceback
+import warnings
 
 import cv2
 import numpy as np
 import pytest
 import toy
+import torch
 from mmengine.config import Config
 
 from detkit.utils.config import load_config
@@ -27,8 +33,36 @@ def _env():
 
 
 def run_tool(*args, check=True):
-    proc = subprocess.run([sys.executable, *args], cwd=ROOT, env=_env(), capture_output=True, text=True,
-                          timeout=300)
+    """``python TOOL ARGS`` from the repository root, run in this process (the script as ``__main__``, with
+    ``sys.argv``): its exit status, stdout and stderr as a ``CompletedProcess``. A new interpreter would spend seconds
+    importing torch per call; what a process would show is kept: ``SystemExit`` gives the status (a message goes to
+    stderr with status 1), an exception its traceback with status 1, warnings go to stderr, and the torch thread
+    count, ``sys.argv`` and the working directory are restored afterwards."""
+    out, err = io.StringIO(), io.StringIO()
+    threads, cwd, argv0 = torch.get_num_threads(), os.getcwd(), sys.argv
+    code = 0
+    try:
+        os.chdir(ROOT)
+        sys.argv = list(args)
+        torch.set_num_threads(1)  # OMP_NUM_THREADS=1 of the tools' processes
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+            warnings.simplefilter('default')
+            warnings.showwarning = lambda msg, cat, file, line, *_: err.write(
+                warnings.formatwarning(msg, cat, file, line))
+            try:
+                runpy.run_path(os.path.join(ROOT, args[0]), run_name='__main__')
+            except SystemExit as e:
+                if isinstance(e.code, str):
+                    err.write(e.code + '\n')
+                code = e.code if isinstance(e.code, int) else int(e.code is not None)
+            except Exception:  # noqa: BLE001 (what the interpreter does with an uncaught exception)
+                traceback.print_exc(file=err)
+                code = 1
+    finally:
+        os.chdir(cwd)
+        sys.argv = argv0
+        torch.set_num_threads(threads)
+    proc = subprocess.CompletedProcess([sys.executable, *args], code, out.getvalue(), err.getvalue())
     if check and proc.returncode != 0:
         raise AssertionError(f'{args[0]} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}')
     return proc
@@ -185,6 +219,7 @@ def test_plot_curves_and_browse_dataset(trained):
     assert abs(float(np.median(shot)) - 90) < 6
 
 
+@pytest.mark.slow  # three processes import torch: torchrun and its two ranks
 def test_dist_train_sh_two_cpu_processes(trained):
     root, cfg, _, _ = trained
     work = root / 'dist'

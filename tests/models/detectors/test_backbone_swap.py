@@ -25,7 +25,6 @@ def one_step(model, size: int) -> dict:
     return losses
 
 
-@pytest.mark.slow  # a ResNet-50 SSD300 step: ~10 s on 2 cores
 def test_ssd300_with_resnet50_trains():
     cfg = load_config(CONFIGS / 'ssd/ssd300_voc0712.py', {
         'model.backbone': dict(_delete_=True, type='ResNet', depth=50, out_indices=(1, 2))})

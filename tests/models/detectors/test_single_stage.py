@@ -101,7 +101,6 @@ def test_one_sgd_step_lowers_the_loss(tiny):
     assert after < before
 
 
-@pytest.mark.slow  # ~10 s alone, ~20 s on a busy 2-core machine
 def test_overfits_20_images(tiny):
     images, targets = synthetic_batch(20)
     opt = torch.optim.Adam(tiny.parameters(), lr=3e-3)
