@@ -119,3 +119,15 @@ def test_cli_hard_style(tmp_path, capsys):
     for bad in (['--style', 'medium'], ['--style', 'hard', '--num-classes', '5']):
         with pytest.raises(SystemExit):
             import_cli().main(['--out', str(tmp_path / 'x'), '--num', '1'] + bad)
+
+
+def test_make_shapes_does_not_import_torch(tmp_path):
+    """Generating the data (and each worker process it spawns) needs numpy and OpenCV only: importing torch would
+    add seconds to every call of the quickstart and the tutorials."""
+    code = ('import runpy, sys; sys.argv = [sys.argv[1], "--out", sys.argv[2], "--num", "2", "--workers", "1"]; '
+            'runpy.run_path(sys.argv[0], run_name="__main__"); print(sorted(m for m in ("torch", "detkit.datasets") '
+            'if m in sys.modules))')
+    out = subprocess.run([sys.executable, '-c', code, str(SCRIPT), str(tmp_path / 'd')], capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == '[]'
+    assert len(list((tmp_path / 'd' / 'JPEGImages').glob('*.jpg'))) == 2

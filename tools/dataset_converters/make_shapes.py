@@ -11,7 +11,7 @@ Example::
     python tools/dataset_converters/make_shapes.py --out data/shapes --num 100 --format voc --seed 0 --split val
     python tools/dataset_converters/make_shapes.py --out data/shapes_hard --num 400 --style hard
 
-The same seed and split give the same images and boxes in every format; see detkit.datasets.shapes.
+The same seed and split give the same images and boxes in every format; see detkit.synthetic.shapes.
 """
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ import sys
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..')))
 
-from detkit.datasets.shapes import STYLE_CLASSES, write_shapes  # noqa: E402
-from detkit.utils.errors import run_tool
+from detkit.synthetic.shapes import STYLE_CLASSES, write_shapes  # noqa: E402
+from detkit.utils.errors import run_tool  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
