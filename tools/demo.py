@@ -19,9 +19,9 @@ import cv2
 
 from detkit.apis import inference_detector, init_detector
 from detkit.datasets.transforms import ImageLoadError, imread
+from detkit.utils.errors import run_tool
 from detkit.utils.file_io import OutputPathError, check_not_inputs, check_writable, imwrite, open_video_writer
 from detkit.utils.visualization import draw_detections
-from detkit.utils.errors import run_tool
 
 IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 VIDEO_EXTS = ('.mp4', '.avi', '.mov', '.mkv', '.m4v', '.webm', '.mpg', '.mpeg')

@@ -11,7 +11,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from detkit.ops import batched_nms, batched_soft_nms, nms, soft_nms  # noqa: E402
 from detkit.ops._ext import ext_error, has_kernel  # noqa: E402
-from detkit.utils.errors import run_tool
+from detkit.utils.errors import run_tool  # noqa: E402
 
 
 def main() -> None:

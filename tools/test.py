@@ -33,8 +33,8 @@ from detkit.engine.trainer import check_num_classes
 from detkit.utils.config import DictAction, load_config
 from detkit.utils.file_io import OutputPathError, check_not_inputs, check_output_file, check_writable, imwrite, \
     mirror_paths
-from detkit.utils.visualization import draw_detections
 from detkit.utils.errors import run_tool
+from detkit.utils.visualization import draw_detections
 
 #: --eval name -> metric type registered in METRICS
 EVAL_METRICS = {'voc': 'VOCMetric', 'coco': 'CocoMetric'}

@@ -19,8 +19,8 @@ import numpy as np
 from detkit.apis.inference import find_dataset_cfg
 from detkit.datasets import build_dataset
 from detkit.utils.config import DictAction, load_config
-from detkit.utils.visualization import draw_detections
 from detkit.utils.errors import run_tool
+from detkit.utils.visualization import draw_detections
 
 
 def find_normalize(dataset_cfg: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), '..',
 from detkit.registry import MODELS  # noqa: E402
 from detkit.utils import load_config  # noqa: E402
 from detkit.utils.config import DictAction  # noqa: E402
-from detkit.utils.errors import run_tool
+from detkit.utils.errors import run_tool  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -34,8 +34,8 @@ from detkit.apis import init_detector
 from detkit.datasets.transforms import imread
 from detkit.deploy import describe, export_onnx, optional_import, paired_differences
 from detkit.utils.config import DictAction
-from detkit.utils.file_io import OutputPathError, check_output_file
 from detkit.utils.errors import run_tool
+from detkit.utils.file_io import OutputPathError, check_output_file
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -19,9 +19,9 @@ import numpy as np
 
 from detkit.datasets.transforms import ImageLoadError, imread
 from detkit.deploy import optional_import
+from detkit.utils.errors import run_tool
 from detkit.utils.file_io import OutputPathError, check_not_inputs, check_writable, imwrite
 from detkit.utils.visualization import draw_detections
-from detkit.utils.errors import run_tool
 
 IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 

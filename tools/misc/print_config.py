@@ -9,7 +9,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from detkit.utils.config import DictAction, load_config  # noqa: E402
-from detkit.utils.errors import run_tool
+from detkit.utils.errors import run_tool  # noqa: E402
 
 
 def main() -> None:

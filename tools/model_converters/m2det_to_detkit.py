@@ -22,8 +22,8 @@ sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), '..',
 from detkit.engine.checkpoint import save_checkpoint  # noqa: E402
 from detkit.models.utils.converters import check_fits, convert_m2det_official  # noqa: E402
 from detkit.models.utils.weights import load_state_dict_file  # noqa: E402
+from detkit.utils.errors import run_tool  # noqa: E402
 from detkit.utils.file_io import OutputPathError, check_output_file  # noqa: E402
-from detkit.utils.errors import run_tool
 
 
 def main(argv: list[str] | None = None) -> None:

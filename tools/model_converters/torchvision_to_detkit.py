@@ -47,8 +47,8 @@ from detkit.models.utils.weights import (convert_torchvision_mobilenet_v2, conve
                                          convert_torchvision_ssd300_vgg16, convert_torchvision_vgg16,
                                          load_state_dict_file)
 from detkit.utils.checkpoint_io import CheckpointError  # noqa: E402
+from detkit.utils.errors import run_tool  # noqa: E402
 from detkit.utils.file_io import OutputPathError, check_output_file  # noqa: E402
-from detkit.utils.errors import run_tool
 
 CONVERTERS = {
     'ssd300_vgg16': convert_torchvision_ssd300_vgg16,
